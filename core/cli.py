@@ -1,0 +1,61 @@
+"""The `lunarseg` command: one parser, subcommands registered by each layer.
+
+Each module in COMMAND_MODULES exposes `register(subparsers)`; it must stay light (no TensorFlow,
+no onnxruntime at import) so that `lunarseg segment` starts fast on a board. Handlers import what
+they need when they run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from lunarseg import __version__
+from lunarseg.runtime.errors import LunarsegError
+
+# Order is the order in `lunarseg --help`.
+COMMAND_MODULES = (
+    "lunarseg.data.cli",
+    "lunarseg.train.cli",
+    "lunarseg.export.cli",
+    "lunarseg.runtime.cli",
+    "lunarseg.benchmarks.cli",
+    "lunarseg.pipeline",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lunarseg",
+        description="Lunar rock segmentation: synthetic data, U-Net training, pruning, int8, "
+        "TFLite/ONNX export, a lean runtime and benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"lunarseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; known failures print one line and return a non-zero code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except LunarsegError as exc:
+        print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"lunarseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # permissions, full disk, missing directories: one line, no traceback
+        print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return int(code or 0)

@@ -1,0 +1,6 @@
+"""`lunarseg` subcommands of the export layer (registered by lunarseg.cli; heavy imports inside handlers)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    """Add this layer's subcommands to the top-level parser."""

@@ -1,0 +1,38 @@
+"""Errors that the command line turns into one line and a non-zero exit code."""
+from __future__ import annotations
+
+
+class LunarsegError(Exception):
+    """A failure caused by the user's input or environment, explained in one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # always one line
+
+
+class ImageError(LunarsegError):
+    """An image or mask file that cannot be used (empty, corrupt, wrong kind, too large)."""
+
+
+class DatasetError(LunarsegError):
+    """A dataset root that is missing, empty or inconsistent."""
+
+
+class ModelFileError(LunarsegError):
+    """A model file that is missing, corrupt, or not a lunarseg model."""
+
+
+class ConfigError(LunarsegError):
+    """An option or configuration value outside what is supported."""
+
+
+class GateError(LunarsegError):
+    """A measured figure broke a limit (parity, IoU drop, latency)."""
+
+    exit_code = 1
+
+
+def unknown_key(kind: str, key: str, valid) -> ConfigError:
+    """The error for a registry miss; it lists the valid keys."""
+    return ConfigError(f"unknown {kind} {key!r}; valid: {', '.join(sorted(valid))}")

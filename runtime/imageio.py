@@ -1,0 +1,135 @@
+"""Decode camera frames and masks into uint8 numpy arrays, refusing bad files in one line.
+
+Used by the dataset loader, the trainer and the rover runtime alike, so every layer sees the same
+pixels. Returns H×W (gray) or H×W×3 (RGB) uint8; 16-bit is scaled to 8-bit, alpha is dropped,
+palettes are expanded.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lunarseg.runtime.errors import ImageError
+
+# A 720×480 frame is 0.35 MP; 8K video is 33 MP. Anything larger is refused before decoding.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def read_image(source: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file (or its bytes) to uint8 H×W or H×W×3; raise ImageError naming the file."""
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise ImageError(f"{name}: no such file")
+            if path.is_dir():
+                raise ImageError(f"{name}: is a directory, not an image")
+            data = path.read_bytes()
+        if not data:
+            raise ImageError(f"{name}: file is empty (0 bytes)")
+        return _decode(data, name, max_pixels)
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageError(f"{name}: image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{name}: image is {width}x{height} = {width * height:,} pixels, over the limit "
+                    f"of {max_pixels:,} (possible decompression bomb)"
+                )
+            img.load()
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not a readable image (unknown or corrupt format)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name}: image header claims too many pixels (decompression bomb)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from None
+    return _to_uint8_array(img, name)
+
+
+def _to_uint8_array(img: Image.Image, name: str) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.int64)
+        top = 65535 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255
+        return np.clip(arr * 255 // top, 0, 255).astype(np.uint8)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: float image contains NaN or Inf")
+        hi = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
+        return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if mode in ("1", "L"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if mode == "LA":
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX", "LAB", "HSV"):
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    raise ImageError(f"{name}: unsupported pixel mode {mode!r}")
+
+
+def array_to_uint8(frame: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Normalise an in-memory frame (uint8/uint16/float, gray/RGB/RGBA) to uint8 H×W or H×W×3."""
+    arr = np.asarray(frame)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ImageError(f"{name}: expected H×W, H×W×1, H×W×3 or H×W×4, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{name}: frame has no pixels (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: frame contains NaN or Inf")
+        scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    raise ImageError(f"{name}: unsupported dtype {arr.dtype}")
+
+
+def to_gray(arr: np.ndarray) -> np.ndarray:
+    """uint8 H×W from H×W or H×W×3 (ITU-R 601 luma, as Pillow's convert('L'))."""
+    if arr.ndim == 2:
+        return arr
+    rgb = arr.astype(np.uint32)
+    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+
+
+def to_rgb(arr: np.ndarray) -> np.ndarray:
+    """uint8 H×W×3 from H×W or H×W×3."""
+    if arr.ndim == 3:
+        return arr
+    return np.repeat(arr[:, :, None], 3, axis=2)
+
+
+def resize(arr: np.ndarray, size_hw: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
+    """Resize uint8 H×W(×C) to (h, w) with Pillow: bilinear for frames, nearest for label maps."""
+    h, w = size_hw
+    if arr.shape[:2] == (h, w):
+        return arr
+    resample = Image.NEAREST if nearest else Image.BILINEAR
+    return np.asarray(Image.fromarray(arr).resize((w, h), resample=resample))

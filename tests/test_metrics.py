@@ -1,0 +1,43 @@
+"""The numpy metrics are the project's single definition of IoU/Dice; check them on known cases."""
+import numpy as np
+import pytest
+
+from lunarseg.runtime import metrics
+
+
+def test_iou_and_dice_of_known_overlap():
+    t = np.zeros((4, 4), np.uint8); t[:2, :] = 1          # 8 px
+    p = np.zeros((4, 4), np.uint8); p[1:3, :] = 1         # 8 px, 4 overlap
+    assert metrics.iou(t, p) == pytest.approx(4 / 12)
+    assert metrics.dice(t, p) == pytest.approx(8 / 16)
+
+
+def test_empty_truth_and_prediction_score_one():
+    z = np.zeros((3, 3), np.uint8)
+    assert metrics.iou(z, z) == 1.0 and metrics.dice(z, z) == 1.0
+
+
+def test_accumulator_is_micro_average_over_frames():
+    acc = metrics.MetricAccumulator()
+    a = np.ones((2, 2), np.uint8)
+    acc.update(a, a)                    # 4 TP
+    acc.update(a, np.zeros_like(a))     # 4 FN
+    r = acc.result()
+    assert r["iou"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5) and r["precision"] == 1.0
+    assert r["frames"] == 2 and r["pixels"] == 8
+
+
+def test_four_class_report_merges_rocks_and_gives_miou():
+    acc = metrics.MetricAccumulator(("background", "sky", "small_rock", "large_rock"))
+    t = np.array([[0, 1, 2, 3]])
+    p = np.array([[0, 1, 3, 2]])        # small/large swapped: still rock
+    acc.update(t, p)
+    r = acc.result()
+    assert r["iou"] == 1.0
+    assert r["per_class_iou"]["small_rock"] == 0.0 and r["per_class_iou"]["sky"] == 1.0
+    assert r["miou"] == pytest.approx(0.5)
+
+
+def test_confusion_matrix_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in size"):
+        metrics.confusion_matrix(np.zeros(3), np.zeros(4), 2)
