@@ -1,0 +1,60 @@
+"""Saving and loading Keras models atomically, with their metadata beside them."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import tf_keras as keras
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ModelFileError
+from lunarseg.runtime.metadata import ModelMeta, meta_json_path
+from lunarseg.train import losses  # noqa: F401  (registers the custom objects for loading)
+
+
+def save_model(model: keras.Model, path: str | Path, *, include_optimizer: bool = False) -> Path:
+    """Write `path` (.keras) via a temp file + rename: an interrupted save leaves the old file."""
+    if not include_optimizer and model.optimizer is not None:
+        weights_only = keras.models.clone_model(model)  # uncompiled: the file holds no optimizer state
+        weights_only.set_weights(model.get_weights())
+        model = weights_only
+    with atomic.atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp)
+    return Path(path)
+
+
+def load_model(path: str | Path, *, compile: bool = False) -> keras.Model:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as exc:  # zip/h5/json errors of a damaged or foreign file
+        raise ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_meta(model_path: str | Path, meta: ModelMeta) -> Path:
+    return atomic.write_text(meta_json_path(model_path), json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def resolve_model(model_or_run: str | Path) -> tuple[Path, ModelMeta]:
+    """A run directory or a .keras file → (model path, its metadata)."""
+    from lunarseg.runtime.metadata import read_keras_meta
+
+    path = Path(model_or_run)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.exists():
+        raise ModelFileError(f"{model_or_run}: no lunarseg model here (expected a run directory with model.keras, or a .keras file)")
+    return path, read_keras_meta(path)

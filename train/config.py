@@ -1,0 +1,105 @@
+"""TrainConfig: every knob that shapes the model and its training, saved with the model."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lunarseg.runtime.errors import ConfigError, unknown_key
+from lunarseg.runtime.masks import CLASS_NAMES
+
+LOSSES = ("bce", "bce-dice")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+# Fields that may change when a run is resumed; anything else must match the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "patience", "strategy")
+
+
+@dataclass
+class TrainConfig:
+    """Model shape + training recipe. `size` is (width, height) like image sizes elsewhere."""
+
+    width: int = 128
+    height: int = 128
+    depth: int = 4
+    filters: int = 16
+    colour_mode: str = "gray"
+    task: str = "binary"
+    batchnorm: bool = True
+    dropout: float = 0.0
+    loss: str = "bce-dice"
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"  # "cosine" | "constant"
+    patience: int = 6
+    augment: bool = True
+    seed: int = 0
+    strategy: str = "default"
+    max_frames: int = 0  # 0 = all frames of each split
+
+    def validate(self) -> "TrainConfig":
+        if self.task not in CLASS_NAMES:
+            raise unknown_key("task", self.task, CLASS_NAMES)
+        if self.loss not in LOSSES:
+            raise unknown_key("loss", self.loss, LOSSES)
+        if self.strategy not in STRATEGIES:
+            raise unknown_key("strategy", self.strategy, STRATEGIES)
+        if self.colour_mode not in ("gray", "rgb"):
+            raise unknown_key("colour mode", self.colour_mode, ("gray", "rgb"))
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise unknown_key("learning-rate schedule", self.lr_schedule, ("cosine", "constant"))
+        for name in ("width", "height", "depth", "filters", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_input_size(self.width, self.height, self.depth)
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.colour_mode == "gray" else 3
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.task == "binary" else len(CLASS_NAMES[self.task])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def differences(self, other: "TrainConfig", ignore=RESUMABLE_CHANGES) -> list[str]:
+        """Human-readable `field: old -> new` for fields that differ (except `ignore`)."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+
+
+def check_input_size(width: int, height: int, depth: int) -> None:
+    """A U-Net of depth d halves the size d times, so both sides must divide by 2**d."""
+    step = 2 ** depth
+    bad = [f"{n}={v}" for n, v in (("width", width), ("height", height)) if v % step]
+    if bad:
+        def near(v):
+            lo = max(step, v // step * step)
+            return f"{lo} or {lo + step}"
+        hints = "; ".join(f"{n.split('=')[0]}: {near(int(n.split('=')[1]))}" for n in bad)
+        raise ConfigError(
+            f"input size {width}x{height} does not fit a depth-{depth} U-Net: sides must be multiples of "
+            f"{step} ({', '.join(bad)}; nearest that work: {hints})"
+        )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'128' -> (128, 128); '192x128' -> (192, 128) as (width, height)."""
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        raise ConfigError(f"size {text!r} is not WIDTHxHEIGHT or a single number (e.g. 128 or 192x128)") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ConfigError(f"size {text!r} is not WIDTHxHEIGHT or a single number (e.g. 128 or 192x128)")
+    return parts[0], parts[1]

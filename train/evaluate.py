@@ -1,0 +1,100 @@
+"""Score a model on a labelled split with the runtime's numpy metrics; pick the binarisation
+threshold on validation data; draw the best and worst frames."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.masks import class_names, overlay
+from lunarseg.runtime.metrics import MetricAccumulator, iou
+
+THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
+
+
+def to_classes(probs: np.ndarray, task: str, threshold: float) -> np.ndarray:
+    """N×H×W×K probabilities → N×H×W class indices (threshold for sigmoid, argmax for softmax)."""
+    if probs.shape[-1] == 1:
+        return (probs[..., 0] > threshold).astype(np.uint8)
+    return probs.argmax(axis=-1).astype(np.uint8)
+
+
+def score_arrays(probs: np.ndarray, y: np.ndarray, task: str, threshold: float) -> dict:
+    acc = MetricAccumulator(class_names(task))
+    pred = to_classes(probs, task, threshold)
+    for t, p in zip(y, pred):
+        acc.update(t, p)
+    return acc.result()
+
+
+def choose_threshold(probs: np.ndarray, y: np.ndarray, task: str) -> float:
+    """The threshold in THRESHOLDS with the best validation rock IoU (0.5 for softmax heads)."""
+    if probs.shape[-1] != 1:
+        return 0.5
+    best = max(THRESHOLDS, key=lambda t: (score_arrays(probs, y, task, t)["iou"], -abs(t - 0.5)))
+    return float(best)
+
+
+def per_frame_iou(pred: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
+    rock = (lambda a: a >= 2) if task == "4class" else (lambda a: a > 0)
+    return np.array([iou(rock(t), rock(p)) for t, p in zip(y, pred)])
+
+
+def overlay_grid(x: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray, task: str,
+                 path: Path, per_side: int = 4) -> Path:
+    """Rows of (truth overlay | prediction overlay) for the best and the worst frames by IoU."""
+    order = np.argsort(scores)
+    picks = list(order[::-1][:per_side]) + [i for i in order[:per_side] if i not in order[::-1][:per_side]]
+    rows = []
+    for i in picks:
+        frame = x[i][..., 0] if x.shape[-1] == 1 else x[i]
+        pair = np.concatenate([overlay(frame, y[i], task=task), np.full((frame.shape[0], 4, 3), 255, np.uint8),
+                               overlay(frame, pred[i], task=task)], axis=1)
+        rows.append(np.concatenate([pair, np.full((4, pair.shape[1], 3), 255, np.uint8)], axis=0))
+    atomic.write_png(path, np.concatenate(rows, axis=0))
+    return path
+
+
+def load_predictor(model_path: str | Path, threads: int = 0):
+    """(meta, predict(x float32 N×H×W×C) -> probabilities) for a .keras model or any exported file.
+
+    Keras models run through TensorFlow (the float baseline); .onnx/.tflite through the runtime.
+    """
+    from lunarseg.runtime.metadata import read_keras_meta
+
+    path = Path(model_path)
+    if path.is_dir() or path.suffix == ".keras":
+        from lunarseg.train.checkpoint import load_model, resolve_model
+
+        path, meta = resolve_model(path)
+        model = load_model(path)
+        return meta, lambda x: model.predict(x, batch_size=16, verbose=0)
+    from lunarseg.runtime.segmenter import Segmenter
+
+    seg = Segmenter.from_file(path, threads=threads or 1)
+    return seg.meta, seg.predict
+
+
+def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test", out_dir: str | Path | None = None,
+             max_frames: int = 0) -> dict:
+    """IoU/Dice/precision/recall (per class for 4-class) on `split`, at the model's input size."""
+    from lunarseg.train.data import load_split
+    from lunarseg.train.pipeline import normalise
+
+    meta, predict = load_predictor(model_path)
+    arrays = load_split(data_dir, split, width=meta.width, height=meta.height, task=meta.task,
+                        colour_mode=meta.colour_mode, max_frames=max_frames)
+    x = normalise(arrays.x)
+    probs = np.concatenate([predict(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
+    report = score_arrays(probs, arrays.y, meta.task, meta.threshold)
+    report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
+    if out_dir:
+        out = Path(out_dir)
+        pred = to_classes(probs, meta.task, meta.threshold)
+        scores = per_frame_iou(pred, arrays.y, meta.task)
+        report["per_frame_iou"] = {i: float(s) for i, s in zip(arrays.ids, scores)}
+        report["grid"] = str(overlay_grid(arrays.x, arrays.y, pred, scores, meta.task, out / f"eval_{split}_grid.png"))
+        report["report"] = str(out / f"eval_{split}.json")
+        atomic.write_json(out / f"eval_{split}.json", report)
+    return report

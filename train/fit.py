@@ -1,0 +1,241 @@
+"""Train the U-Net on a dataset root: best checkpoint by validation IoU, early stopping, resume,
+NaN guard, TensorBoard logs, history.csv, curves.png, a threshold chosen on validation data."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ConfigError, LunarsegError
+from lunarseg.runtime.masks import class_names
+from lunarseg.runtime.metadata import ModelMeta
+from lunarseg.train import checkpoint, losses
+from lunarseg.train.config import TrainConfig
+from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
+from lunarseg.train.evaluate import choose_threshold, score_arrays
+from lunarseg.train.model import build_unet, count_macs
+from lunarseg.train.pipeline import NORMALISATION, make_dataset, normalise
+
+
+class TrainingDiverged(LunarsegError):
+    """The loss became NaN or Inf."""
+
+    exit_code = 1
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def model(self) -> Path: return self.root / "model.keras"
+    @property
+    def last(self) -> Path: return self.root / "checkpoints" / "last.keras"
+    @property
+    def state(self) -> Path: return self.root / "checkpoints" / "state.json"
+    @property
+    def history(self) -> Path: return self.root / "history.csv"
+    @property
+    def curves(self) -> Path: return self.root / "curves.png"
+    @property
+    def logs(self) -> Path: return self.root / "logs"
+
+
+def _strategy(cfg: TrainConfig) -> tf.distribute.Strategy:
+    if cfg.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if cfg.strategy == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief() -> bool:
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task", {})
+    return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
+                                                   and "chief" not in tf_config.get("cluster", {}))
+
+
+class RunKeeper(keras.callbacks.Callback):
+    """Per epoch: save `last` + state (for --resume) and, when val IoU improves, the best model.
+
+    Stops on NaN/Inf loss before anything bad is saved, and does early stopping on val IoU.
+    """
+
+    def __init__(self, paths: RunPaths, cfg: TrainConfig, state: dict, write: bool):
+        super().__init__()
+        self.paths, self.cfg, self.state, self.write = paths, cfg, state, write
+        self.diverged_at: int | None = None
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged_at = self.state["epoch"] + 1
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged_at is not None:
+            return
+        logs = dict(logs or {})
+        row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 2),
+               "lr": float(keras.backend.get_value(self.model.optimizer.learning_rate(self.model.optimizer.iterations))
+                           if callable(self.model.optimizer.learning_rate) else keras.backend.get_value(self.model.optimizer.learning_rate))}
+        row.update({k: float(v) for k, v in logs.items()})
+        self.state["history"].append(row)
+        self.state["epoch"] = epoch + 1
+        val_iou = logs.get("val_iou", -1.0)
+        if val_iou > self.state["best_val_iou"]:
+            self.state["best_val_iou"] = float(val_iou)
+            self.state["best_epoch"] = epoch + 1
+            self.state["wait"] = 0
+            if self.write:
+                checkpoint.save_model(self.model, self.paths.model)
+        else:
+            self.state["wait"] += 1
+            if self.state["wait"] >= self.cfg.patience:
+                self.state["stopped_early"] = True
+                self.model.stop_training = True
+        if self.write:
+            checkpoint.save_model(self.model, self.paths.last, include_optimizer=True)
+            atomic.write_json(self.paths.state, self.state)
+            _write_history(self.paths.history, self.state["history"])
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "val_loss"):
+        a.plot(epochs, [r.get(key, np.nan) for r in rows], label=key)
+    for key in ("iou", "val_iou", "val_dice"):
+        b.plot(epochs, [r.get(key, np.nan) for r in rows], label=key)
+    a.set_xlabel("epoch"); a.set_title("loss"); a.legend()
+    b.set_xlabel("epoch"); b.set_title("rock IoU / Dice"); b.legend(); b.set_ylim(0, 1)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    lr = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps_per_epoch), alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(cfg.loss), metrics=losses.training_metrics())
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{root}: output directory is not writable ({exc.strerror})") from None
+
+
+def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bool = False,
+          verbose: int = 1, train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
+          callbacks: list | None = None) -> dict:
+    """Fit `cfg` on `data_dir` into run directory `out`; returns a summary dict."""
+    cfg.validate()
+    paths = RunPaths(Path(out))
+    _check_writable(paths.root)
+    chief = _is_chief()
+    if paths.state.exists() and not resume:
+        raise ConfigError(f"{paths.root} already holds a training run; pass --resume to continue it or choose another --out")
+    state = {"epoch": 0, "best_val_iou": -1.0, "best_epoch": 0, "wait": 0, "history": [], "stopped_early": False,
+             "config": cfg.to_dict()}
+    if resume:
+        if not paths.state.exists():
+            raise ConfigError(f"{paths.root}: nothing to resume (no checkpoints/state.json); start without --resume")
+        state = json.loads(paths.state.read_text())
+        old = TrainConfig.from_dict(state["config"])
+        diffs = old.differences(cfg)
+        if diffs:
+            raise ConfigError(f"--resume with a changed config: {'; '.join(diffs)}; use the original options or a new --out")
+        state["config"] = cfg.to_dict()
+        if state["epoch"] >= cfg.epochs:
+            raise ConfigError(f"{paths.root}: already trained {state['epoch']} of {cfg.epochs} epochs; raise --epochs to continue")
+        state["wait"] = 0 if state.get("stopped_early") else state["wait"]
+
+    kw = dict(width=cfg.width, height=cfg.height, task=cfg.task, colour_mode=cfg.colour_mode, max_frames=cfg.max_frames)
+    tr = train_arrays or load_split(data_dir, "train", **kw)
+    va = val_arrays or load_split(data_dir, "val", **kw)
+    if tr.x.shape[1:3] != (cfg.height, cfg.width):
+        raise ConfigError(f"training frames are {tr.x.shape[2]}x{tr.x.shape[1]} but the model expects {cfg.width}x{cfg.height}")
+    keras.utils.set_random_seed(cfg.seed)
+    steps = math.ceil(len(tr.x) / cfg.batch_size)
+    strategy = _strategy(cfg)
+    with strategy.scope():
+        if resume:
+            model = checkpoint.load_model(paths.last, compile=True)
+        else:
+            model = build_unet(cfg)
+            _compile(model, cfg, steps)
+    train_ds = make_dataset(tr.x, tr.y, cfg, training=True)
+    val_ds = make_dataset(va.x, va.y, cfg, training=False)
+    keeper = RunKeeper(paths, cfg, state, write=chief)
+    cbs = [keeper, keras.callbacks.TensorBoard(log_dir=str(paths.logs), profile_batch=0, write_graph=False)] if chief else [keeper]
+    t0 = time.perf_counter()
+    start_epoch = state["epoch"]
+    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
+              callbacks=cbs + list(callbacks or []), verbose=verbose)
+    seconds = time.perf_counter() - t0
+    epochs_run = state["epoch"] - start_epoch
+    if keeper.diverged_at is not None:
+        raise TrainingDiverged(
+            f"loss became NaN/Inf in epoch {keeper.diverged_at}; training stopped. The last good checkpoint "
+            f"(epoch {state['epoch']}) is kept at {paths.last if state['epoch'] else 'nowhere (no epoch finished)'}; "
+            "lower --lr or check the data")
+    if not chief:
+        return {"chief": False, "epochs": state["epoch"]}
+    best = checkpoint.load_model(paths.model)
+    probs = best.predict(normalise(va.x), batch_size=cfg.batch_size, verbose=0)
+    threshold = choose_threshold(probs, va.y, cfg.task)
+    val_scores = score_arrays(probs, va.y, cfg.task, threshold)
+    images_per_s = epochs_run * len(tr.x) / seconds if epochs_run else 0.0
+    meta = ModelMeta(
+        task=cfg.task, class_names=list(class_names(cfg.task)),
+        input_shape=[1, cfg.height, cfg.width, cfg.channels], colour_mode=cfg.colour_mode,
+        normalisation=dict(NORMALISATION), output_activation="sigmoid" if cfg.task == "binary" else "softmax",
+        threshold=threshold, train_config=cfg.to_dict(),
+        val_metrics={k: v for k, v in val_scores.items() if isinstance(v, (int, float, dict))},
+        format="keras",
+        extra={"dataset_fingerprint": dataset_fingerprint(data_dir) if data_dir else "", "best_epoch": state["best_epoch"],
+               "epochs_trained": state["epoch"], "macs": count_macs(best), "params": int(best.count_params()),
+               "train_images_per_s": round(images_per_s, 2)},
+    )
+    checkpoint.save_meta(paths.model, meta)
+    if state["history"]:
+        plot_curves(state["history"], paths.curves)
+    return {"run": str(paths.root), "model": str(paths.model), "best_epoch": state["best_epoch"],
+            "epochs": state["epoch"], "threshold": threshold, "val": val_scores,
+            "train_images_per_s": round(images_per_s, 2), "seconds": round(seconds, 1)}

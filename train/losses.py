@@ -1,0 +1,99 @@
+"""Losses and training-time metrics. The metrics match lunarseg.runtime.metrics (tested): they
+accumulate rock TP/FP/FN over the epoch and score at the end, like the numpy accumulator."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from lunarseg.runtime.errors import unknown_key
+
+SMOOTH = 1.0
+
+
+def _rock_probability(y_true, y_pred):
+    """(truth, rock probability) as float tensors N×H×W for binary and 4-class heads."""
+    if y_pred.shape[-1] == 1:
+        return tf.cast(tf.reshape(y_true, tf.shape(y_pred)[:-1]), tf.float32), y_pred[..., 0]
+    rock_true = tf.cast(tf.cast(y_true, tf.int32) >= 2, tf.float32)
+    rock_true = tf.reshape(rock_true, tf.shape(y_pred)[:-1])
+    return rock_true, tf.reduce_sum(y_pred[..., 2:], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def soft_dice_loss(y_true, y_pred):
+    t, p = _rock_probability(y_true, y_pred)
+    inter = tf.reduce_sum(t * p, axis=[1, 2])
+    denom = tf.reduce_sum(t, axis=[1, 2]) + tf.reduce_sum(p, axis=[1, 2])
+    return 1.0 - (2.0 * inter + SMOOTH) / (denom + SMOOTH)
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def bce_loss(y_true, y_pred):
+    if y_pred.shape[-1] == 1:
+        t = tf.cast(tf.reshape(y_true, tf.shape(y_pred)), tf.float32)
+        return tf.reduce_mean(keras.losses.binary_crossentropy(t, y_pred), axis=[1, 2])
+    t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1])
+    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(t, y_pred), axis=[1, 2])
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def bce_dice_loss(y_true, y_pred):
+    return bce_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
+
+
+LOSS_FUNCTIONS = {"bce": bce_loss, "bce-dice": bce_dice_loss}
+
+
+def get_loss(name: str):
+    if name not in LOSS_FUNCTIONS:
+        raise unknown_key("loss", name, LOSS_FUNCTIONS)
+    return LOSS_FUNCTIONS[name]
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+class RockScore(keras.metrics.Metric):
+    """Rock IoU / Dice / precision / recall from TP, FP, FN counted over all pixels seen.
+
+    Binary heads threshold the probability at `threshold`; 4-class heads take the argmax and count
+    small ∪ large rock as rock, as lunarseg.runtime.metrics does.
+    """
+
+    def __init__(self, score: str = "iou", threshold: float = 0.5, name: str | None = None, **kwargs):
+        super().__init__(name=name or score, **kwargs)
+        self.score, self.threshold = score, threshold
+        self.tp = self.add_weight(name="tp", initializer="zeros", dtype=tf.float64)
+        self.fp = self.add_weight(name="fp", initializer="zeros", dtype=tf.float64)
+        self.fn = self.add_weight(name="fn", initializer="zeros", dtype=tf.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if y_pred.shape[-1] == 1:
+            t = tf.reshape(tf.cast(y_true, tf.float32), tf.shape(y_pred)[:-1]) > 0.5
+            p = y_pred[..., 0] > self.threshold
+        else:
+            t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1]) >= 2
+            p = tf.argmax(y_pred, axis=-1, output_type=tf.int32) >= 2
+        count = lambda m: tf.reduce_sum(tf.cast(m, tf.float64))  # noqa: E731
+        self.tp.assign_add(count(t & p))
+        self.fp.assign_add(count(~t & p))
+        self.fn.assign_add(count(t & ~p))
+
+    def result(self):
+        tp, fp, fn = self.tp, self.fp, self.fn
+        num, den = {
+            "iou": (tp, tp + fp + fn),
+            "dice": (2 * tp, 2 * tp + fp + fn),
+            "precision": (tp, tp + fp),
+            "recall": (tp, tp + fn),
+        }[self.score]
+        return tf.cast(tf.where(den > 0, num / tf.maximum(den, 1.0), 1.0), tf.float32)
+
+    def reset_state(self):
+        for v in (self.tp, self.fp, self.fn):
+            v.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "score": self.score, "threshold": self.threshold}
+
+
+def training_metrics():
+    return [RockScore(s) for s in ("iou", "dice", "precision", "recall")]

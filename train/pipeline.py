@@ -1,0 +1,65 @@
+"""tf.data input pipeline: frames already decoded/resized by the shared loader, then seeded
+augmentation applied identically to image and mask, normalised as the runtime will normalise."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from lunarseg.train.config import TrainConfig
+
+# model input = pixel * SCALE + OFFSET; the same numbers go into every model's metadata.
+NORMALISATION = {"scale": 1.0 / 255.0, "offset": 0.0}
+
+
+def normalise(x_uint8: np.ndarray) -> np.ndarray:
+    """uint8 N×H×W×C → float32 model input (numpy; for prediction and calibration)."""
+    return x_uint8.astype(np.float32) * NORMALISATION["scale"] + NORMALISATION["offset"]
+
+
+def _augment(image, mask, seed, square: bool):
+    """image float32 H×W×C in [0, 1], mask uint8 H×W×1; the same geometry for both."""
+    seeds = tf.random.experimental.stateless_split(seed, num=9)
+    u = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)  # noqa: E731
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    both = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
+    both = tf.cond(u(0) < 0.5, lambda: tf.image.flip_left_right(both), lambda: both)
+    both = tf.cond(u(1) < 0.5, lambda: tf.image.flip_up_down(both), lambda: both)
+    if square:
+        k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+        both = tf.image.rot90(both, k)
+    # random scale: crop a window of 70–100 % of the side, resize back (nearest keeps labels exact)
+    scale = u(3, 0.7, 1.0)
+    ch = tf.cast(tf.cast(h, tf.float32) * scale, tf.int32)
+    cw = tf.cast(tf.cast(w, tf.float32) * scale, tf.int32)
+    oy = tf.cast(u(4) * tf.cast(h - ch + 1, tf.float32), tf.int32)
+    ox = tf.cast(u(5) * tf.cast(w - cw + 1, tf.float32), tf.int32)
+    crop = both[oy:oy + ch, ox:ox + cw, :]
+    channels = image.shape[-1]
+    img = tf.image.resize(crop[..., :channels], (h, w), method="bilinear")
+    msk = tf.image.resize(crop[..., channels:], (h, w), method="nearest")
+    # photometric: exposure, contrast, gamma, sensor noise
+    img = tf.clip_by_value(img * u(6, 0.75, 1.25) + (u(7) - 0.5) * 0.1, 0.0, 1.0)
+    img = tf.pow(img + 1e-6, u(8, 0.8, 1.25))
+    noise_seed = tf.random.experimental.stateless_fold_in(seed, 99)
+    sigma = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7), 0.0, 0.03)
+    img = img + tf.random.stateless_normal(tf.shape(img), noise_seed) * sigma
+    return tf.clip_by_value(img, 0.0, 1.0), tf.cast(tf.round(msk), tf.uint8)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bool) -> tf.data.Dataset:
+    """x uint8 N×H×W×C, y uint8 N×H×W → batches of (float32 input, uint8 N×H×W×1 labels)."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y[..., None]))
+    to_unit = lambda a, b: (tf.cast(a, tf.float32) / 255.0, b)  # noqa: E731
+    if training:
+        ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+        ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
+        if cfg.augment:
+            seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
+            square = cfg.width == cfg.height
+            ds = tf.data.Dataset.zip((ds, seeds)).map(
+                lambda xy, s: _augment(xy[0], xy[1], s, square), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
+    scale, offset = NORMALISATION["scale"] * 255.0, NORMALISATION["offset"]
+    ds = ds.map(lambda a, b: (a * scale + offset, b))
+    return ds.batch(cfg.batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
