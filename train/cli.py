@@ -38,6 +38,26 @@ def register(sub) -> None:
     e.add_argument("--max-frames", type=int, default=0)
     e.set_defaults(func=_evaluate)
 
+    c = sub.add_parser("compress", help="prune / quantization-aware fine-tune a trained run into variants",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("run", help="run directory holding model.keras + meta.json")
+    c.add_argument("--sparsity", type=float, default=0.5, help="target weight sparsity in [0, 0.99] (0 = no pruning)")
+    c.add_argument("--schedule", default="polynomial", help="polynomial | constant")
+    c.add_argument("--structure", default="unstructured", help="unstructured | 2:4")
+    c.add_argument("--epochs", type=int, default=4, help="pruning fine-tune epochs")
+    c.add_argument("--qat", action="store_true", help="quantization-aware training after pruning")
+    c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
+    c.add_argument("--qat-epochs", type=int, default=2)
+    c.add_argument("--lr", type=float, default=5e-4)
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--name", default="", help="variant name (default from the options, e.g. pruned50-pqat)")
+    c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
+    c.add_argument("--max-frames", type=int, default=0)
+    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat")
+    c.add_argument("--force", action="store_true", help="with --all, remake variants that already exist")
+    c.add_argument("--report", action="store_true", help="only print the table of existing variants")
+    c.set_defaults(func=_compress)
+
 
 def config_from_args(args):
     from lunarseg.train.config import TrainConfig, parse_size
@@ -73,4 +93,31 @@ def _evaluate(args) -> int:
         print("per-class IoU: " + json.dumps({k: round(v, 4) for k, v in report["per_class_iou"].items()}))
     if args.out:
         print(f"report: {report['report']}\ngrid: {report['grid']}")
+    return 0
+
+
+def _compress(args) -> int:
+    import dataclasses
+
+    from lunarseg.train.compress import DEFAULT_VARIANTS, CompressConfig, format_report, report_rows, variant_dirs
+
+    if not args.report:
+        common = dict(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, qat_epochs=args.qat_epochs,
+                      max_frames=args.max_frames)
+        if args.all:
+            done = {d.name for d in variant_dirs(args.run)}
+            configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]
+            configs = [c for c in configs if args.force or c.variant not in done]
+        else:
+            configs = [CompressConfig(sparsity=args.sparsity, schedule=args.schedule, structure=args.structure,
+                                      qat=args.qat, preserve_sparsity=args.preserve_sparsity, name=args.name, **common)]
+        for cfg in configs:
+            cfg.validate()
+        from lunarseg.train.compress import compress
+
+        for cfg in configs:
+            s = compress(args.run, cfg, data_dir=args.data, verbose=1)
+            print(f"{s['variant']}: sparsity {s['sparsity']:.3f}, val IoU {s['val_iou_before']:.4f} -> "
+                  f"{s['val_iou_after']:.4f} ({-s['iou_drop']:+.4f}), {s['seconds']} s")
+    print(format_report(report_rows(args.run)))
     return 0

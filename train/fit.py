@@ -229,7 +229,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
         threshold=threshold, train_config=cfg.to_dict(),
         val_metrics={k: v for k, v in val_scores.items() if isinstance(v, (int, float, dict))},
         format="keras",
-        extra={"dataset_fingerprint": dataset_fingerprint(data_dir) if data_dir else "", "best_epoch": state["best_epoch"],
+        extra={"dataset_fingerprint": dataset_fingerprint(data_dir) if data_dir else "",
+               "data_dir": str(Path(data_dir).resolve()) if data_dir else "", "best_epoch": state["best_epoch"],
                "epochs_trained": state["epoch"], "macs": count_macs(best), "params": int(best.count_params()),
                "train_images_per_s": round(images_per_s, 2)},
     )

@@ -1,0 +1,124 @@
+"""Compression rules on a tiny trained model: sparsity reached (the frequency trap), no wrappers left,
+QAT/PQAT convert to TFLite, PQAT keeps the zeros, the report lists every variant, bad inputs."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import lunarseg.train  # noqa: F401
+import tensorflow as tf
+import tf_keras as keras
+
+from lunarseg.runtime.errors import ConfigError, DatasetError, ModelFileError
+from lunarseg.train import cli as train_cli
+from lunarseg.train.compress import (CompressConfig, apply_qat, compress, format_report, load_variant, report_rows)
+from lunarseg.train.fit import train
+from lunarseg.train.sparsity import kernel_sparsity
+from test_train import blobs, tiny_cfg
+
+TR, VA = blobs(16), blobs(8, seed=1)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress") / "run"
+    train(tiny_cfg(epochs=3, learning_rate=5e-3), None, root, verbose=0, train_arrays=TR, val_arrays=VA)
+    return root
+
+
+def make(run, **kw):
+    cfg = CompressConfig(epochs=2, qat_epochs=1, batch_size=8, **kw)
+    return cfg, compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0)
+
+
+@pytest.mark.parametrize("target,schedule", [(0.5, "polynomial"), (0.75, "constant")])
+def test_requested_sparsity_is_reached_within_one_percent_on_a_short_run(run, target, schedule):
+    cfg, summary = make(run, sparsity=target, schedule=schedule, name=f"s{target}{schedule}")
+    assert summary["sparsity"] == pytest.approx(target, abs=0.01)
+    model = load_variant(run / "compressed" / cfg.variant)
+    assert kernel_sparsity(model)["overall"] == pytest.approx(target, abs=0.01)
+
+
+def test_strip_pruning_leaves_no_pruning_wrappers(run):
+    cfg, _ = make(run, sparsity=0.5, name="stripped")
+    model = load_variant(run / "compressed/stripped")
+    assert not [layer.name for layer in model.layers if "prune" in type(layer).__name__.lower()]
+
+
+@pytest.fixture(scope="module")
+def pqat(run):
+    cfg, summary = make(run, sparsity=0.5, qat=True, preserve_sparsity=True)
+    return run / "compressed" / cfg.variant, summary
+
+
+def test_pqat_keeps_at_least_99_percent_of_the_zeros(pqat):
+    _, summary = pqat
+    assert summary["sparsity_before_qat"] == pytest.approx(0.5, abs=0.01)
+    assert summary["sparsity"] >= 0.99 * summary["sparsity_before_qat"]
+
+
+def _to_tflite(model):
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return conv.convert()
+
+
+def test_qat_and_pqat_models_convert_to_tflite(run, pqat):
+    cfg, _ = make(run, sparsity=0.0, qat=True)
+    for path in (run / "compressed" / cfg.variant, pqat[0]):
+        model = load_variant(path)
+        assert len(_to_tflite(model)) > 1000
+
+
+def test_report_table_lists_every_variant(run, pqat):
+    rows = report_rows(run)
+    names = [r["variant"] for r in rows]
+    assert names[0] == "(trained)" and "pruned50-pqat" in names
+    table = format_report(rows)
+    for name in names:
+        assert f"| {name} |" in table
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(sparsity=1.2), r"sparsity must be in \[0, 0.99\], got 1.2"),
+    (dict(sparsity=-0.1), r"sparsity must be in \[0, 0.99\]"),
+    (dict(schedule="cubic"), r"unknown schedule 'cubic'; valid: constant, polynomial"),
+    (dict(preserve_sparsity=True, sparsity=0.5), r"--preserve-sparsity is a QAT scheme; add --qat"),
+])
+def test_bad_compress_options_are_refused_with_a_reason(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        CompressConfig(**bad).validate()
+
+
+def test_run_directory_without_a_model_is_refused(tmp_path):
+    with pytest.raises(ModelFileError, match="no lunarseg model here"):
+        compress(tmp_path, CompressConfig(), train_arrays=TR, val_arrays=VA)
+
+
+def test_missing_fine_tuning_data_is_refused(run):
+    with pytest.raises(DatasetError, match="fine-tuning data not found"):
+        compress(run, CompressConfig(), data_dir=run / "nowhere")
+
+
+def test_model_without_prunable_layers_is_refused():
+    from lunarseg.train.compress import apply_pruning
+
+    inp = keras.Input((8, 8, 1))
+    model = keras.Model(inp, keras.layers.MaxPooling2D()(inp))
+    with pytest.raises(ConfigError, match="has no prunable layer"):
+        apply_pruning(model, CompressConfig(), 10)
+
+
+def test_qat_on_a_layer_tfmot_cannot_quantize_names_it():
+    inp = keras.Input((8, 8, 1))
+    out = keras.layers.Lambda(lambda t: t * 2.0, name="odd_op")(keras.layers.Conv2D(2, 3)(inp))
+    with pytest.raises(ConfigError, match=r"QAT cannot quantize layer 'odd_op' \(Lambda\).*or compress without --qat"):
+        apply_qat(keras.Model(inp, out), preserve_sparsity=False)
+
+
+def test_cli_rejects_bad_sparsity_in_one_line(run, capsys):
+    from lunarseg.cli import main
+
+    assert main(["compress", str(run), "--sparsity", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lunarseg compress: error: sparsity must be in [0, 0.99], got 1.5"]

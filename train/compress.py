@@ -1,0 +1,223 @@
+"""Fine-tune a trained U-Net into compressed variants: magnitude pruning (tfmot), quantization-aware
+training, and pruning-preserving QAT. Post-training quantization happens at export."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
+from lunarseg.train import checkpoint, losses
+from lunarseg.train.config import TrainConfig
+from lunarseg.train.data import SplitArrays, load_split
+from lunarseg.train.evaluate import choose_threshold, score_arrays
+from lunarseg.train.pipeline import make_dataset, normalise
+from lunarseg.train.sparsity import kernel_sparsity
+
+SCHEDULES = ("polynomial", "constant")
+STRUCTURES = ("unstructured", "2:4")
+
+
+@dataclass
+class CompressConfig:
+    """One variant: prune to `sparsity` (0 = no pruning), then optionally QAT / PQAT."""
+
+    sparsity: float = 0.5
+    schedule: str = "polynomial"
+    structure: str = "unstructured"  # or "2:4" (m-by-n structured sparsity, fixed at 50 %)
+    epochs: int = 4
+    qat: bool = False
+    preserve_sparsity: bool = False
+    qat_epochs: int = 2
+    learning_rate: float = 5e-4
+    batch_size: int = 16
+    name: str = ""
+    max_frames: int = 0
+
+    def validate(self) -> "CompressConfig":
+        if not 0.0 <= self.sparsity <= 0.99:
+            raise ConfigError(f"sparsity must be in [0, 0.99], got {self.sparsity}")
+        if self.schedule not in SCHEDULES:
+            raise unknown_key("schedule", self.schedule, SCHEDULES)
+        if self.structure not in STRUCTURES:
+            raise unknown_key("sparsity structure", self.structure, STRUCTURES)
+        if self.structure == "2:4" and self.sparsity not in (0.0, 0.5):
+            raise ConfigError("2:4 structured sparsity is 50 % by construction; use --sparsity 0.5")
+        if self.preserve_sparsity and not self.qat:
+            raise ConfigError("--preserve-sparsity is a QAT scheme; add --qat")
+        if self.preserve_sparsity and self.sparsity == 0:
+            raise ConfigError("--preserve-sparsity needs a pruned model; give --sparsity > 0")
+        if self.epochs < 1 and self.sparsity > 0:
+            raise ConfigError("pruning needs at least one fine-tuning epoch (--epochs)")
+        return self
+
+    @property
+    def variant(self) -> str:
+        if self.name:
+            return self.name
+        parts = []
+        if self.sparsity:
+            parts.append(f"pruned{round(self.sparsity * 100)}" + ("-2of4" if self.structure == "2:4" else ""))
+        if self.qat:
+            parts.append("pqat" if self.preserve_sparsity else "qat")
+        return "-".join(parts) or "finetuned"
+
+
+# The default set made by `lunarseg compress --all`.
+DEFAULT_VARIANTS = (
+    CompressConfig(sparsity=0.5),
+    CompressConfig(sparsity=0.75),
+    CompressConfig(sparsity=0.0, qat=True),
+    CompressConfig(sparsity=0.5, qat=True, preserve_sparsity=True),
+)
+
+
+def pruning_schedule(cfg: CompressConfig, total_steps: int):
+    """A schedule that reaches the target within the run: tfmot's default frequency of 100 steps
+    would prune nothing on a short fine-tune, so the frequency follows the real step count."""
+    end_step = max(1, int(total_steps * 0.6))
+    frequency = max(1, end_step // 10)
+    end_step = frequency * max(1, end_step // frequency)  # last pruning step lands on end_step
+    if cfg.schedule == "constant":
+        return tfmot.sparsity.keras.ConstantSparsity(cfg.sparsity, begin_step=0, frequency=frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=cfg.sparsity,
+                                                begin_step=0, end_step=end_step, frequency=frequency)
+
+
+def _prunable_layers(model) -> list[str]:
+    return [layer.name for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+
+
+def apply_pruning(model, cfg: CompressConfig, total_steps: int):
+    if not _prunable_layers(model):
+        raise ConfigError(f"model {model.name!r} has no prunable layer (Conv2D or Dense); nothing to prune")
+    kwargs = {"sparsity_m_by_n": (2, 4)} if cfg.structure == "2:4" else {"pruning_schedule": pruning_schedule(cfg, total_steps)}
+    return tfmot.sparsity.keras.prune_low_magnitude(model, **kwargs)
+
+
+def apply_qat(model, preserve_sparsity: bool):
+    """Wrap for quantization-aware training; name the layer tfmot cannot quantize if it fails."""
+    q = tfmot.quantization.keras
+    try:
+        annotated = q.quantize_annotate_model(model)
+        if preserve_sparsity:
+            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+                default_8bit_prune_preserve_quantize_scheme as pqat)
+            return q.quantize_apply(annotated, pqat.Default8BitPrunePreserveQuantizeScheme())
+        return q.quantize_apply(annotated)
+    except (RuntimeError, ValueError) as exc:
+        culprit = next((layer for layer in model.layers if type(layer).__name__ in str(exc) or layer.name in str(exc)), None)
+        where = f"layer {culprit.name!r} ({type(culprit).__name__})" if culprit else "a layer"
+        raise ConfigError(f"QAT cannot quantize {where}: {str(exc).splitlines()[0][:160]}; replace it with layers tfmot "
+                          "supports (e.g. UpSampling2D + Conv2D), give it a QuantizeConfig, or compress without --qat") from None
+
+
+def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, lr: float, callbacks, verbose):
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(tcfg.loss), metrics=[losses.RockScore("iou")])
+    model.fit(make_dataset(tr.x, tr.y, tcfg, training=True), validation_data=make_dataset(va.x, va.y, tcfg, training=False),
+              epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return model
+
+
+def _val_scores(model, va: SplitArrays, task: str, threshold: float | None = None):
+    probs = model.predict(normalise(va.x), batch_size=16, verbose=0)
+    threshold = choose_threshold(probs, va.y, task) if threshold is None else threshold
+    return threshold, score_arrays(probs, va.y, task, threshold)
+
+
+def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path | None = None, verbose: int = 2,
+             train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None) -> dict:
+    """Make one variant under RUN/compressed/VARIANT/; returns its summary (also in meta.json)."""
+    cfg.validate()
+    model_path, meta = checkpoint.resolve_model(run_dir)
+    tcfg = TrainConfig.from_dict(meta.train_config)
+    tcfg.batch_size, tcfg.learning_rate = cfg.batch_size, cfg.learning_rate
+    data_dir = data_dir or meta.extra.get("data_dir")
+    if train_arrays is None or val_arrays is None:
+        if not data_dir or not Path(data_dir).exists():
+            raise DatasetError(f"fine-tuning data not found ({data_dir or 'no --data given and none recorded in meta.json'}); pass --data DIR")
+        kw = dict(width=meta.width, height=meta.height, task=meta.task, colour_mode=meta.colour_mode, max_frames=cfg.max_frames)
+        train_arrays = train_arrays or load_split(data_dir, "train", **kw)
+        val_arrays = val_arrays or load_split(data_dir, "val", **kw)
+    out = Path(model_path).parent / "compressed" / cfg.variant
+    parent = checkpoint.load_model(model_path)
+    _, before = _val_scores(parent, val_arrays, meta.task, meta.threshold)
+    steps_per_epoch = math.ceil(len(train_arrays.x) / cfg.batch_size)
+    t0 = time.perf_counter()
+    model = parent
+    if cfg.sparsity > 0:
+        pruned = apply_pruning(parent, cfg, steps_per_epoch * cfg.epochs)
+        _fit(pruned, train_arrays, val_arrays, tcfg, cfg.epochs, cfg.learning_rate,
+             [tfmot.sparsity.keras.UpdatePruningStep()], verbose)
+        model = tfmot.sparsity.keras.strip_pruning(pruned)
+    elif not cfg.qat:
+        _fit(model, train_arrays, val_arrays, tcfg, cfg.epochs, cfg.learning_rate, [], verbose)
+    pruned_sparsity = kernel_sparsity(model)
+    if cfg.qat:
+        model = apply_qat(model, cfg.preserve_sparsity)
+        _fit(model, train_arrays, val_arrays, tcfg, cfg.qat_epochs, cfg.learning_rate / 2, [], verbose)
+    seconds = time.perf_counter() - t0
+    sparsity = kernel_sparsity(model)
+    threshold, after = _val_scores(model, val_arrays, meta.task)
+    variant_file = out / ("model.h5" if cfg.qat else "model.keras")
+    for stale in checkpoint.MODEL_FILES:
+        (out / stale).unlink(missing_ok=True)
+    checkpoint.save_model(model, variant_file)
+    summary = {
+        "variant": cfg.variant, "config": dataclasses.asdict(cfg), "sparsity": sparsity["overall"],
+        "sparsity_layers": sparsity["layers"], "sparsity_before_qat": pruned_sparsity["overall"],
+        "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
+        "val_dice_after": after["dice"], "parent_hash": checkpoint.file_sha256(model_path), "seconds": round(seconds, 1),
+    }
+    vmeta = meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
+                         val_metrics={k: v for k, v in after.items() if isinstance(v, (int, float, dict))},
+                         extra={**meta.extra, "variant": cfg.variant, "qat": cfg.qat, "compress": summary})
+    checkpoint.save_meta(variant_file, vmeta)
+    return summary
+
+
+def load_variant(path: str | Path):
+    """Load a compressed variant directory or file (QAT variants are model.h5)."""
+    return checkpoint.load_model(path)
+
+
+def variant_dirs(run_dir: str | Path) -> list[Path]:
+    root = Path(run_dir) / "compressed"
+    return sorted(p for p in root.glob("*") if (p / "meta.json").exists()) if root.exists() else []
+
+
+def report_rows(run_dir: str | Path) -> list[dict]:
+    """One row per variant: sparsity, dense bytes, gzip bytes, val IoU, IoU drop vs the parent."""
+    import gzip
+
+    model_path, meta = checkpoint.resolve_model(run_dir)
+    base_iou = meta.val_metrics.get("iou", float("nan"))
+    rows = [{"variant": "(trained)", "sparsity": kernel_sparsity(load_variant(model_path))["overall"],
+             "bytes": model_path.stat().st_size, "gzip_bytes": len(gzip.compress(model_path.read_bytes(), 9)),
+             "val_iou": base_iou, "iou_drop": 0.0, "qat": False}]
+    for d in variant_dirs(run_dir):
+        vmeta = json.loads((d / "meta.json").read_text())
+        data = checkpoint.model_file(d).read_bytes()
+        comp = vmeta["extra"].get("compress", {})
+        rows.append({"variant": d.name, "sparsity": vmeta["sparsity"], "bytes": len(data),
+                     "gzip_bytes": len(gzip.compress(data, 9)), "val_iou": comp.get("val_iou_after", float("nan")),
+                     "iou_drop": comp.get("iou_drop", float("nan")), "qat": bool(vmeta["extra"].get("qat"))})
+    return rows
+
+
+def format_report(rows: list[dict]) -> str:
+    head = "| variant | sparsity | bytes | gzip bytes | gzip/dense | val IoU | IoU drop | QAT |\n|---|---:|---:|---:|---:|---:|---:|:-:|"
+    lines = [head]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
+                     f"{r['gzip_bytes'] / r['bytes']:.2f} | {r['val_iou']:.4f} | {r['iou_drop']:+.4f} | {'yes' if r['qat'] else ''} |")
+    return "\n".join(lines)
