@@ -1,6 +1,93 @@
-"""`lunarseg` subcommands of the data layer (registered by lunarseg.cli; heavy imports inside handlers)."""
+"""`lunarseg data …`: synth, check, preview (registered by lunarseg.cli; heavy imports inside handlers)."""
 from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from lunarseg.runtime.errors import ConfigError
+
+MIN_SIDE = 16
 
 
 def register(sub) -> None:
-    """Add this layer's subcommands to the top-level parser."""
+    """Add the `data` subcommand and its `synth`, `check` and `preview` actions."""
+    data = sub.add_parser("data", help="synthetic lunar scenes; check and preview a dataset root")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION")
+    data.set_defaults(func=lambda args: data.print_help() or 2)
+
+    synth = actions.add_parser("synth", help="write synthetic frames in the Kaggle layout")
+    synth.add_argument("--out", required=True, help="dataset root to write")
+    synth.add_argument("--count", type=_int_arg, default=100, help="number of frames (default 100)")
+    synth.add_argument("--size", default="720x480", help="WIDTHxHEIGHT (default 720x480)")
+    synth.add_argument("--seed", type=_int_arg, default=0)
+    synth.add_argument("--workers", type=_int_arg, default=1, help="parallel processes (same files as 1)")
+    synth.set_defaults(func=_synth)
+
+    check = actions.add_parser("check", help="list every problem in a dataset root; exit 1 if any")
+    check.add_argument("root")
+    check.add_argument("--mask-kind", default="clean", help="clean (falls back to ground) or ground")
+    check.add_argument("--sample", type=_int_arg, default=0, help="decode only N evenly spaced frames (0 = all)")
+    check.set_defaults(func=_check)
+
+    preview = actions.add_parser("preview", help="PNG grid of frames with their masks overlaid")
+    preview.add_argument("root")
+    preview.add_argument("--out", required=True, help="PNG to write")
+    preview.add_argument("--count", type=_int_arg, default=12)
+    preview.set_defaults(func=_preview)
+
+
+def _int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """(width, height) from 'WIDTHxHEIGHT'; ConfigError for anything else or sides under MIN_SIDE."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 720x480")
+    width, height = int(match.group(1)), int(match.group(2))
+    if min(width, height) < MIN_SIDE:
+        raise ConfigError(f"--size {text!r}: width and height must be at least {MIN_SIDE} pixels")
+    return width, height
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}")
+
+
+def _synth(args) -> int:
+    size = parse_size(args.size)
+    _at_least("--count", args.count, 1)
+    _at_least("--workers", args.workers, 1)
+    from lunarseg.data.synth import write_dataset
+
+    summary = write_dataset(args.out, args.count, size=size, seed=args.seed, workers=args.workers)
+    fractions = ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["class_fractions"].items())
+    print(f"wrote {summary['frames']} frames ({size[0]}x{size[1]}) and {summary['boxes']} boxes to "
+          f"{summary['out']} in {summary['seconds']:.1f} s ({summary['frames_per_second']} frames/s, "
+          f"{args.workers} worker(s)); class pixels: {fractions}")
+    return 0
+
+
+def _check(args) -> int:
+    _at_least("--sample", args.sample, 0)
+    from lunarseg.data.check import check_dataset
+
+    report = check_dataset(args.root, mask_kind=args.mask_kind, sample=args.sample)
+    for line in report.problems:
+        print(line)
+    print(report.summary(), file=sys.stdout)
+    return 1 if report.problems else 0
+
+
+def _preview(args) -> int:
+    _at_least("--count", args.count, 1)
+    from lunarseg.data.preview import write_preview
+
+    print(write_preview(args.root, args.out, count=args.count))
+    return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,23 @@ def read_image(source: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_M
         raise ImageError(f"{name}: permission denied") from None
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png_header(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse a PNG whose IHDR claims too many pixels, before Pillow sees it (its own limit may be higher)."""
+    if not data.startswith(PNG_SIGNATURE):
+        return
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ImageError(f"{name}: truncated or corrupt PNG (no IHDR header)")
+    width, height = struct.unpack(">II", data[16:24])
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: PNG header claims {width}x{height} = {width * height:,} pixels, over the "
+                         f"limit of {max_pixels:,} (possible decompression bomb); refused without decoding")
+
+
 def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    _check_png_header(data, name, max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -60,7 +77,8 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             raise ImageError(f"{name}: not a readable image (unknown or corrupt format)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"{name}: image header claims too many pixels (decompression bomb)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+                KeyError, ZeroDivisionError) as exc:  # what Pillow raises on damaged files
             raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from None
     return _to_uint8_array(img, name)
 

@@ -1,0 +1,68 @@
+"""read_image: every kind of bad or unusual file gives uint8 pixels or a one-line ImageError naming the file."""
+import numpy as np
+import pytest
+
+from data_fixtures import png16_gray, png_bytes, png_header_only, write_file
+from lunarseg.runtime.errors import ImageError
+from lunarseg.runtime.imageio import read_image
+
+
+def _error(path) -> str:
+    with pytest.raises(ImageError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+def test_zero_byte_file_is_refused_as_empty(tmp_path):
+    assert "empty (0 bytes)" in _error(write_file(tmp_path / "empty.png", b""))
+
+
+def test_missing_file_is_named(tmp_path):
+    assert "no such file" in _error(tmp_path / "absent.png")
+
+
+def test_text_file_named_png_is_not_an_image(tmp_path):
+    assert "not a readable image" in _error(write_file(tmp_path / "notes.png", b"just some text\n" * 10))
+
+
+def test_truncated_png_is_refused(tmp_path):
+    data = png_bytes(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    assert "truncated or corrupt" in _error(write_file(tmp_path / "cut.png", data[: len(data) // 2]))
+
+
+def test_corrupt_png_data_is_refused(tmp_path):
+    data = bytearray(png_bytes(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)))
+    data[200:240] = b"\xff" * 40
+    assert "corrupt" in _error(write_file(tmp_path / "bad.png", bytes(data)))
+
+
+def test_decompression_bomb_header_is_refused_without_decoding(tmp_path):
+    message = _error(write_file(tmp_path / "bomb.png", png_header_only(100_000, 100_000)))
+    assert "100000x100000" in message and "decompression bomb" in message
+
+
+def test_sixteen_bit_gray_is_scaled_to_eight_bit(tmp_path):
+    path = write_file(tmp_path / "deep.png", png16_gray(np.array([[0, 65535], [32896, 257]], np.uint16)))
+    assert read_image(path).tolist() == [[0, 255], [128, 1]]
+
+
+def test_rgba_drops_alpha(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 2], rgba[..., 3] = 255, 7
+    out = read_image(write_file(tmp_path / "rgba.png", png_bytes(rgba)))
+    assert out.shape == (4, 5, 3) and (out[..., 2] == 255).all()
+
+
+def test_palette_is_expanded_to_rgb(tmp_path):
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[1, 1] = (0, 0, 255)
+    out = read_image(write_file(tmp_path / "pal.png", png_bytes(rgb, mode="P")))
+    assert out.shape == (4, 5, 3) and tuple(out[1, 1]) == (0, 0, 255)
+
+
+def test_single_channel_stays_two_dimensional(tmp_path):
+    gray = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    assert np.array_equal(read_image(write_file(tmp_path / "gray.png", png_bytes(gray))), gray)
