@@ -188,8 +188,8 @@ def load_arrays(pairs: list[FramePair], size_hw: tuple[int, int], task: str = "b
 
     def fill(i: int) -> None:
         image, classes = load_pair(pairs[i], task)
-        image = to_gray(image)[..., None] if channels == 1 else to_rgb(image)
-        x[i] = resize(image[..., 0], size_hw)[..., None] if channels == 1 else resize(image, size_hw)
+        image = resize(image, size_hw)  # resize, then colour: the order lunarseg.runtime.preprocess uses
+        x[i] = to_gray(image)[..., None] if channels == 1 else to_rgb(image)
         y[i] = resize(classes, size_hw, nearest=True)
 
     workers = workers or min(8, os.cpu_count() or 1)

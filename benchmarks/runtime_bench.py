@@ -1,0 +1,276 @@
+"""Runtime benchmark of one exported model, at 1 thread by default (TensorFlow-free, like the runtime).
+
+    python -m lunarseg.benchmarks.runtime_bench MODEL [--frames N] [--soak N] --out DIR
+
+(a) overhead: everything `Segmenter.segment` adds to the bare engine call (colour conversion,
+    resize, normalisation, quantize/dequantize, threshold, resize back, rock statistics) as a % of
+    that engine call, on in-memory 720×480 RGB frames (decoding excluded). Target ≤ 15 %.
+(b) cold start: a new process runs `lunarseg segment MODEL frame.png` until the first mask is
+    written; wall time from spawn (target ≤ 0.5 s) and that process's peak RSS, VmHWM (≤ 120 MB).
+(c) soak: N frames through one Segmenter; RSS growth after warm-up (≤ 5 MB) and failed frames (0).
+
+Writes runtime_bench_<model>.json and .md into DIR, atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lunarseg.runtime import atomic, preprocess, stats
+from lunarseg.runtime.segmenter import Segmenter
+
+TARGETS = {"overhead_pct": 15.0, "cold_start_s": 0.5, "cold_peak_rss_mb": 120.0, "soak_rss_growth_mb": 5.0}
+FRAME_HW = (480, 720)
+
+
+def _proc_status(key: str) -> float:
+    """A /proc/self/status figure in MB (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0) -> list[np.ndarray]:
+    """Lunar-ish RGB frames: smooth gray terrain, bright blobs for rocks, a little noise."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    frames = []
+    for _ in range(n):
+        img = 90 + 40 * (yy / h) + rng.normal(0, 6, (h, w)).astype(np.float32)
+        for cy, cx, r in zip(rng.uniform(0, h, 25), rng.uniform(0, w, 25), rng.uniform(4, 40, 25)):
+            img += 80 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        g = np.clip(img, 0, 255).astype(np.uint8)
+        frames.append(np.stack([g, g, (g * 0.95).astype(np.uint8)], axis=2))
+    return frames
+
+
+def bare_engine_call(seg: Segmenter, x: np.ndarray):
+    """A closure running only the engine on an already prepared (and quantized) tensor."""
+    b = seg.backend
+    if seg.backend_name == "onnxruntime":
+        feed = {b.input_name: np.ascontiguousarray(x, np.float32)}
+        names = [b.output_name]
+        return lambda: b.session.run(names, feed)
+    xin = np.ascontiguousarray(x, np.float32)
+    if b.in_q is not None:
+        scale, zero = b.in_q
+        info = np.iinfo(b.inp["dtype"])
+        xin = np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(b.inp["dtype"])
+    it, i_idx, o_idx = b.interp, b.inp["index"], b.out["index"]
+
+    def call():
+        it.set_tensor(i_idx, xin)
+        it.invoke()
+        return it.get_tensor(o_idx)
+    return call
+
+
+def _ms(f) -> float:
+    t = time.perf_counter()
+    f()
+    return (time.perf_counter() - t) * 1e3
+
+
+def measure_overhead(seg: Segmenter, frames: list[np.ndarray], n: int) -> dict:
+    x = preprocess.prepare(frames[0], seg.meta)[None]
+    bare = bare_engine_call(seg, x)
+    for f in frames[:3]:  # warm-up
+        bare()
+        seg.segment(f)
+    engine, total, pre, post = [], [], [], []
+    for i in range(n):  # interleave so drift hits both alike
+        engine.append(_ms(bare))
+        r = seg.segment(frames[i % len(frames)])
+        total.append(r.timings_ms["total"])
+        pre.append(r.timings_ms["preprocess"])
+        post.append(r.timings_ms["postprocess"])
+    med = {k: statistics.median(v) for k, v in (("engine", engine), ("segment", total), ("pre", pre),
+                                                 ("post", post))}
+    overhead = med["segment"] - med["engine"]
+    return {
+        "frames": n, "frame_hw": list(frames[0].shape[:2]),
+        "engine_ms_median": med["engine"], "segment_ms_median": med["segment"],
+        "preprocess_ms_median": med["pre"], "postprocess_ms_median": med["post"],
+        "overhead_ms": overhead, "overhead_pct": 100.0 * overhead / med["engine"],
+        "engine_ms_p90": float(np.percentile(engine, 90)), "segment_ms_p90": float(np.percentile(total, 90)),
+        "fps_segment": 1000.0 / med["segment"],
+    }
+
+
+COLD_CHILD = """
+import sys, time, json
+from lunarseg.cli import main
+code = main(sys.argv[1:])
+t = time.time()
+hwm = rss = None
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"): hwm = int(line.split()[1]) / 1024
+    if line.startswith("VmRSS:"): rss = int(line.split()[1]) / 1024
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization"))
+print(json.dumps({"code": code, "t_mask": t, "vmhwm_mb": hwm, "vmrss_mb": rss, "heavy": heavy}))
+"""
+
+
+def measure_cold_start(model: Path, frame: np.ndarray, runs: int, threads: int) -> dict:
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="lunarseg-cold-") as tmp:
+        fpath = Path(tmp) / "frame.png"
+        Image.fromarray(frame).save(fpath)
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        # baseline: a bare interpreter
+        t0 = time.time()
+        subprocess.run([sys.executable, "-c", "pass"], check=True, env=env)
+        python_s = time.time() - t0
+        results = []
+        for k in range(runs):
+            out_dir = Path(tmp) / f"out{k}"
+            argv = ["segment", str(model), str(fpath), "--out", str(out_dir), "--threads", str(threads),
+                    "--no-progress"]
+            t0 = time.time()
+            proc = subprocess.run([sys.executable, "-c", COLD_CHILD, *argv], capture_output=True, text=True,
+                                  env=env)
+            info = json.loads(proc.stdout.strip().splitlines()[-1])
+            if info["code"] != 0 or not (out_dir / "frame_mask.png").exists():
+                raise RuntimeError(f"cold-start run failed: {proc.stderr.strip()[-500:]}")
+            info["cold_start_s"] = info["t_mask"] - t0
+            results.append(info)
+    cold = [r["cold_start_s"] for r in results]
+    hwm = [r["vmhwm_mb"] for r in results]
+    return {"runs": runs, "cold_start_s_each": cold, "cold_start_s": statistics.median(cold),
+            "peak_rss_mb_each": hwm, "peak_rss_mb": max(hwm), "bare_python_s": python_s,
+            "heavy_modules": sorted({m for r in results for m in r["heavy"]})}
+
+
+def measure_soak(seg: Segmenter, frames: list[np.ndarray], n: int, warmup: int = 50) -> dict:
+    for i in range(min(warmup, n)):
+        seg.segment(frames[i % len(frames)])
+    rss0 = _proc_status("VmRSS")
+    rss_max = rss0
+    failed = 0
+    lat = np.empty(n, dtype=np.float64)
+    t0 = time.perf_counter()
+    for i in range(n):
+        try:
+            r = seg.segment(frames[i % len(frames)])
+            lat[i] = r.timings_ms["total"]
+        except Exception as exc:  # count, never stop: the soak measures survival
+            failed += 1
+            lat[i] = np.nan
+            print(f"soak frame {i}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if i % 500 == 0:
+            rss_max = max(rss_max, _proc_status("VmRSS"))
+    wall = time.perf_counter() - t0
+    rss1 = _proc_status("VmRSS")
+    return {"frames": n, "failed": failed, "rss_start_mb": rss0, "rss_end_mb": rss1,
+            "rss_max_mb": max(rss_max, rss1), "rss_growth_mb": rss1 - rss0, "wall_s": wall,
+            "latency_ms_median": float(np.nanmedian(lat)) if n else None,
+            "latency_ms_p99": float(np.nanpercentile(lat, 99)) if n else None}
+
+
+def to_markdown(res: dict) -> str:
+    o, c, s = res["overhead"], res["cold_start"], res.get("soak")
+    ok = res["pass"]
+
+    def mark(key):
+        return "pass" if ok.get(key) else ("—" if ok.get(key) is None else "FAIL")
+
+    lines = [
+        f"# Runtime benchmark: `{res['model']}`",
+        "",
+        f"backend {res['backend']}, {res['threads']} thread(s), input {res['input_shape']}, "
+        f"quantization {res['quantization']}; {res['machine']}",
+        "",
+        "| measure | value | target | |",
+        "|---|---|---|---|",
+        f"| bare engine call (median) | {o['engine_ms_median']:.2f} ms | | |",
+        f"| segment() on 720×480 frame (median) | {o['segment_ms_median']:.2f} ms "
+        f"(pre {o['preprocess_ms_median']:.2f}, post {o['postprocess_ms_median']:.2f}) | | |",
+        f"| pre+post overhead | {o['overhead_ms']:.2f} ms = {o['overhead_pct']:.1f} % | ≤ {TARGETS['overhead_pct']:.0f} % "
+        f"| {mark('overhead_pct')} |",
+        f"| cold start → first mask (median of {c['runs']}) | {c['cold_start_s']:.3f} s "
+        f"(bare python {c['bare_python_s']:.3f} s) | ≤ {TARGETS['cold_start_s']} s | {mark('cold_start_s')} |",
+        f"| cold-start peak RSS (VmHWM) | {c['peak_rss_mb']:.1f} MB | ≤ {TARGETS['cold_peak_rss_mb']:.0f} MB "
+        f"| {mark('cold_peak_rss_mb')} |",
+    ]
+    if s:
+        lines += [
+            f"| soak: {s['frames']} frames, RSS growth | {s['rss_growth_mb']:+.2f} MB "
+            f"({s['rss_start_mb']:.1f} → {s['rss_end_mb']:.1f}, max {s['rss_max_mb']:.1f}) "
+            f"| ≤ {TARGETS['soak_rss_growth_mb']:.0f} MB | {mark('soak_rss_growth_mb')} |",
+            f"| soak: failed frames | {s['failed']} | 0 | {mark('soak_failed')} |",
+            f"| soak: latency median / p99 | {s['latency_ms_median']:.2f} / {s['latency_ms_p99']:.2f} ms "
+            f"({s['wall_s']:.0f} s wall) | | |",
+        ]
+    lines += ["", "One run on a possibly noisy machine; frames are synthetic, in memory (decoding excluded "
+              "from (a) and (c), included in (b)).", ""]
+    return "\n".join(lines)
+
+
+def run(model: str, frames: int, soak: int, out: str, threads: int = 1, cold_runs: int = 3) -> dict:
+    seg = Segmenter.from_file(model, threads=threads)
+    pool = synthetic_frames(8)
+    res = {
+        "model": str(model), "backend": seg.backend_name, "threads": threads,
+        "input_shape": seg.meta.input_shape, "quantization": seg.meta.quantization.get("mode", "none"),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), Python {platform.python_version()}",
+        "targets": TARGETS,
+    }
+    print(f"[runtime_bench] overhead over {frames} frames …", file=sys.stderr, flush=True)
+    res["overhead"] = measure_overhead(seg, pool, frames)
+    print(f"[runtime_bench] cold start ({cold_runs} runs) …", file=sys.stderr, flush=True)
+    res["cold_start"] = measure_cold_start(Path(model), pool[0], cold_runs, threads)
+    if soak > 0:
+        print(f"[runtime_bench] soak of {soak} frames …", file=sys.stderr, flush=True)
+        res["soak"] = measure_soak(seg, pool, soak)
+    s = res.get("soak")
+    res["pass"] = {
+        "overhead_pct": res["overhead"]["overhead_pct"] <= TARGETS["overhead_pct"],
+        "cold_start_s": res["cold_start"]["cold_start_s"] <= TARGETS["cold_start_s"],
+        "cold_peak_rss_mb": res["cold_start"]["peak_rss_mb"] <= TARGETS["cold_peak_rss_mb"],
+        "soak_rss_growth_mb": None if not s else s["rss_growth_mb"] <= TARGETS["soak_rss_growth_mb"],
+        "soak_failed": None if not s else s["failed"] == 0,
+    }
+    out_dir = Path(out)
+    stem = f"runtime_bench_{Path(model).stem}"
+    atomic.write_json(out_dir / f"{stem}.json", res)
+    atomic.write_text(out_dir / f"{stem}.md", to_markdown(res))
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lunarseg.benchmarks.runtime_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help=".onnx or .tflite lunarseg model")
+    p.add_argument("--frames", type=int, default=200, help="frames for the overhead measure (default 200)")
+    p.add_argument("--soak", type=int, default=10_000, help="soak frames (default 10000; 0 skips)")
+    p.add_argument("--cold-runs", type=int, default=3, help="cold-start processes (default 3)")
+    p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    args = p.parse_args(argv)
+    from lunarseg.runtime.errors import LunarsegError
+
+    try:
+        res = run(args.model, args.frames, args.soak, args.out, args.threads, args.cold_runs)
+    except LunarsegError as exc:
+        print(f"runtime_bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Inference engines as a table keyed by file suffix: `.onnx` → onnxruntime, `.tflite` → LiteRT.
+
+Each backend opens a model file, reads the lunarseg metadata embedded in it, checks the metadata
+against the model's real input/output shapes, and runs float32 NHWC batches, quantizing and
+dequantizing around int8/uint8 tensors. Engines are imported lazily, inside the backend that
+needs them, so importing this module costs nothing; no backend imports TensorFlow.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lunarseg.runtime.errors import ModelFileError, unknown_key
+from lunarseg.runtime.metadata import ModelMeta, read_onnx_metadata_map, read_tflite_metadata
+
+__all__ = ["Backend", "OnnxBackend", "LiteRTBackend", "BACKENDS", "SUFFIXES", "open_backend"]
+
+
+class Backend:
+    """An opened model: `.meta`, `.name`, `.path`, `.batch` (fixed batch size or None), `run(x)`."""
+
+    name = "?"
+    suffix = "?"
+    meta: ModelMeta
+    batch: int | None = 1
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # float32 N×H×W×C → float32 N×H×W×K
+        raise NotImplementedError
+
+    def check_shapes(self, in_shape, out_shape) -> None:
+        """Refuse metadata that disagrees with the model's real tensors (dims that are known)."""
+        meta, src = self.meta, self.path
+        want_in = [None, meta.height, meta.width, meta.channels]
+        k = 1 if meta.output_activation == "sigmoid" else len(meta.class_names)
+        want_out = [None, meta.height, meta.width, k]
+        for what, real, want in (("input", in_shape, want_in), ("output", out_shape, want_out)):
+            if len(real) != 4:
+                raise ModelFileError(f"{src}: model {what} has shape {list(real)}, expected NHWC (4 dims)")
+            for axis, name in ((1, "height"), (2, "width"), (3, "channels" if what == "input" else "classes")):
+                r = real[axis]
+                if isinstance(r, (int, np.integer)) and r > 0 and int(r) != want[axis]:
+                    raise ModelFileError(
+                        f"{src}: metadata disagrees with the model: {what} {name} is {int(r)} in the model "
+                        f"but {want[axis]} in the metadata (input_shape {meta.input_shape}, "
+                        f"{meta.output_activation} over {len(meta.class_names)} classes)")
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise ModelFileError(f"{path}: permission denied") from None
+    if not data:
+        raise ModelFileError(f"{path}: model file is empty (0 bytes)")
+    return data
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+class OnnxBackend(Backend):
+    """onnxruntime, CPU: intra-op threads = `threads`, inter-op 1, all graph optimisations, sequential."""
+
+    name = "onnxruntime"
+    suffix = ".onnx"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path = Path(path)
+        data = _read_model_bytes(self.path)
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ModelFileError(f"{self.path}: running .onnx models needs onnxruntime "
+                                 "(pip install 'lunarseg[runtime]')") from None
+        ort.set_default_logger_severity(3)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, …
+            raise ModelFileError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+        self.meta = read_onnx_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(self.path))
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelFileError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        if inputs[0].type != "tensor(float)":
+            raise ModelFileError(f"{self.path}: model input type is {inputs[0].type}; lunarseg models take float32")
+        in_shape, out_shape = list(inputs[0].shape), list(outputs[0].shape)
+        if not all(isinstance(d, int) for d in out_shape[1:]):  # symbolic output dims: run once to see
+            probe = np.zeros([1, self.meta.height, self.meta.width, self.meta.channels], np.float32)
+            try:
+                out_shape = list(self._raw(probe).shape)
+            except Exception as exc:
+                raise ModelFileError(f"{self.path}: model does not run on a {probe.shape} input "
+                                     f"({type(exc).__name__}: {_first_line(exc)})") from None
+        self.check_shapes(in_shape, out_shape)
+        b = in_shape[0]
+        self.batch = int(b) if isinstance(b, int) and b > 0 else None
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._raw(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
+
+
+class LiteRTBackend(Backend):
+    """ai-edge-litert Interpreter (XNNPACK by default) with `num_threads=threads`."""
+
+    name = "litert"
+    suffix = ".tflite"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path = Path(path)
+        data = _read_model_bytes(self.path)
+        self.meta = read_tflite_metadata(data, str(self.path))  # checks the TFL3 identifier first
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - depends on the install
+            raise ModelFileError(f"{self.path}: running .tflite models needs ai-edge-litert "
+                                 "(pip install 'lunarseg[runtime]')") from None
+        try:
+            self.interp = Interpreter(model_content=data, num_threads=int(threads))
+            self.interp.allocate_tensors()
+        except Exception as exc:  # ValueError "not a valid Flatbuffer buffer", RuntimeError on bad ops
+            raise ModelFileError(f"{self.path}: not a valid TFLite model ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+        ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(ins) != 1 or len(outs) < 1:
+            raise ModelFileError(f"{self.path}: expected one input and one output, got {len(ins)} and {len(outs)}")
+        self.inp, self.out = ins[0], outs[0]
+        self.check_shapes([int(d) for d in self.inp["shape"]], [int(d) for d in self.out["shape"]])
+        for t in (self.inp, self.out):
+            if t["dtype"] not in (np.float32, np.uint8, np.int8):
+                raise ModelFileError(f"{self.path}: tensor {t['name']!r} has type {np.dtype(t['dtype']).name}; "
+                                     "supported: float32, uint8, int8")
+        sig = self.inp.get("shape_signature", self.inp["shape"])
+        self.dynamic_batch = int(sig[0]) == -1
+        self.batch = None if self.dynamic_batch else int(self.inp["shape"][0])
+        self._allocated_batch = int(self.inp["shape"][0])
+        self.in_q = self._qparams(self.inp)
+        self.out_q = self._qparams(self.out)
+
+    @staticmethod
+    def _qparams(t) -> tuple[float, int] | None:
+        if t["dtype"] == np.float32:
+            return None
+        scale, zero = t["quantization"]
+        if not scale:
+            raise ModelFileError(f"tensor {t['name']!r} is {np.dtype(t['dtype']).name} without a quantization scale")
+        return float(scale), int(zero)
+
+    def _resize(self, n: int) -> None:
+        if n != self._allocated_batch:
+            shape = [n] + [int(d) for d in self.inp["shape"][1:]]
+            self.interp.resize_tensor_input(self.inp["index"], shape)
+            self.interp.allocate_tensors()
+            self._allocated_batch = n
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.dynamic_batch:
+            self._resize(x.shape[0])
+        if self.in_q is None:
+            xin = np.ascontiguousarray(x, dtype=np.float32)
+        else:
+            scale, zero = self.in_q
+            info = np.iinfo(self.inp["dtype"])
+            xin = np.clip(np.rint(x / np.float32(scale)) + zero, info.min, info.max).astype(self.inp["dtype"])
+        self.interp.set_tensor(self.inp["index"], xin)
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])
+        if self.out_q is None:
+            return np.asarray(y, dtype=np.float32)
+        scale, zero = self.out_q
+        return (y.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    suffix: str
+    factory: Callable[..., Backend]
+
+
+# The table: file suffix → backend. Add an engine by adding a row.
+BACKENDS: dict[str, BackendSpec] = {
+    ".onnx": BackendSpec("onnxruntime", ".onnx", OnnxBackend),
+    ".tflite": BackendSpec("litert", ".tflite", LiteRTBackend),
+}
+SUFFIXES = tuple(BACKENDS)
+BACKEND_NAMES = {spec.name: spec for spec in BACKENDS.values()}
+
+
+def open_backend(path: str | os.PathLike, threads: int = 1, backend: str = "auto") -> Backend:
+    """Open `path` with the backend for its suffix (or the named backend, which must match it)."""
+    p = Path(path)
+    if backend != "auto" and backend not in BACKEND_NAMES:
+        raise unknown_key("backend", backend, ["auto", *BACKEND_NAMES])
+    suffix = p.suffix.lower()
+    if suffix not in BACKENDS:
+        raise unknown_key("model file suffix", suffix or p.name, BACKENDS)
+    spec = BACKENDS[suffix]
+    if backend != "auto" and backend != spec.name:
+        raise ModelFileError(f"{p}: backend {backend!r} reads {BACKEND_NAMES[backend].suffix} files, not {suffix}")
+    if int(threads) < 1:
+        from lunarseg.runtime.errors import ConfigError
+
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    return spec.factory(p, threads=int(threads))

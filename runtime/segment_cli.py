@@ -1,0 +1,150 @@
+"""The `lunarseg segment` handler: stream frames through a Segmenter, write masks and JSONL.
+
+Bad frames never stop the stream: each gets one line on stderr and a JSONL record with its error.
+Masks and overlays are written atomically (temp file + rename); each JSONL record is one
+`write()` of one line on an O_APPEND descriptor, so a reader never sees half a record.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from lunarseg.runtime import atomic, imageio
+from lunarseg.runtime.errors import ConfigError, LunarsegError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm", ".pnm", ".gif")
+
+
+class InputItem:
+    __slots__ = ("path", "error")
+
+    def __init__(self, path: str, error: str | None = None):
+        self.path, self.error = path, error
+
+
+def _expand_one(arg: str) -> list[InputItem]:
+    if os.path.isdir(arg):
+        files = sorted(str(p) for p in Path(arg).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return [InputItem(f) for f in files] or [InputItem(arg, f"{arg}: directory holds no images "
+                                                              f"({', '.join(IMAGE_SUFFIXES)})")]
+    if os.path.exists(arg) or not glob.has_magic(arg):
+        return [InputItem(arg)]  # a missing file is reported by the decoder, in the stream
+    matches = sorted(m for m in glob.glob(arg) if os.path.isfile(m))
+    return [InputItem(m) for m in matches] or [InputItem(arg, f"{arg}: no files match this pattern")]
+
+
+def _stdin_items(stream) -> Iterator[InputItem]:
+    for line in iter(stream.readline, ""):  # one line at a time, as frames arrive
+        path = line.strip()
+        if path:
+            yield InputItem(path)
+
+
+def expand_inputs(inputs: list[str], stdin=None) -> tuple[Iterator[InputItem], int | None]:
+    """(items, total): total is None when '-' streams paths from stdin."""
+    if "-" in inputs:
+        def gen():
+            for arg in inputs:
+                if arg == "-":
+                    yield from _stdin_items(stdin or sys.stdin)
+                else:
+                    yield from _expand_one(arg)
+        return gen(), None
+    items = [item for arg in inputs for item in _expand_one(arg)]
+    return iter(items), len(items)
+
+
+class JsonlWriter:
+    """Append one JSON record per line; each record is a single write() on an O_APPEND descriptor."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record: dict) -> None:
+        data = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class StemNamer:
+    """`<stem>_mask.png`, made unique within a run (`a.png` and `a.jpg` → `a`, `a-2`)."""
+
+    def __init__(self):
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, path: str) -> str:
+        stem = Path(path).stem or "frame"
+        n = self.seen.get(stem, 0) + 1
+        self.seen[stem] = n
+        return stem if n == 1 else f"{stem}-{n}"
+
+
+def _error_line(msg: str) -> None:
+    print(f"lunarseg segment: frame error: {msg}", file=sys.stderr, flush=True)
+
+
+def run_segment(args, stdin=None) -> int:
+    from lunarseg.runtime import masks, preprocess
+    from lunarseg.runtime.progress import Progress
+    from lunarseg.runtime.segmenter import Segmenter
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    max_pixels = imageio.DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    if max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be positive, got {max_pixels}")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+
+    seg = Segmenter.from_file(args.model, threads=args.threads, backend=args.backend)
+    meta = seg.meta
+    overlay_task = "binary" if meta.output_activation == "sigmoid" else "4class"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = JsonlWriter(Path(args.jsonl) if args.jsonl else out_dir / "results.jsonl")
+    items, total = expand_inputs(args.inputs, stdin=stdin)
+    bar = Progress(total, desc="segment", unit="frame", enabled=not args.no_progress)
+    namer = StemNamer()
+    ok = failed = 0
+    try:
+        for item in items:
+            record: dict = {"input": item.path, "model": str(seg.path), "backend": seg.backend_name}
+            try:
+                if item.error:
+                    raise LunarsegError(item.error)
+                result = seg.segment(item.path, tile=args.tile, max_pixels=max_pixels, keep_frame=args.overlay)
+            except (LunarsegError, OSError) as exc:
+                msg = str(exc) if isinstance(exc, LunarsegError) else f"{item.path}: {exc.strerror or exc}"
+                _error_line(msg)
+                record.update(ok=False, error=msg)
+                jsonl.write(record)
+                failed += 1
+                bar.update(failed=failed)
+                continue
+            stem = namer(item.path)
+            mask_path = out_dir / f"{stem}_mask.png"
+            atomic.write_png(mask_path, preprocess.display_values(result.classes, meta))
+            record.update(ok=True, error=None, mask=str(mask_path), stats=result.stats,
+                          latency_ms=round(result.timings_ms["total"], 3),
+                          timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()})
+            if args.overlay:
+                ov_path = out_dir / f"{stem}_overlay.png"
+                atomic.write_png(ov_path, masks.overlay(result.frame, result.classes, task=overlay_task))
+                record["overlay"] = str(ov_path)
+            jsonl.write(record)
+            ok += 1
+            bar.update(failed=failed)
+    finally:
+        bar.close()
+        jsonl.close()
+    print(f"lunarseg segment: {ok} frame(s) segmented, {failed} failed; results in {jsonl.path}",
+          file=sys.stderr, flush=True)
+    return 3 if failed else 0

@@ -1,0 +1,100 @@
+"""Rock statistics: 8-connected component counts on hand-made masks, areas, hazard summary."""
+import numpy as np
+import pytest
+
+from lunarseg.runtime.stats import component_areas, label_components, rock_stats
+
+
+def _mask(rows):
+    return np.array([[c == "#" for c in r] for r in rows], dtype=bool)
+
+
+def _bfs_count(m):
+    """Reference: plain flood fill, 8-connectivity."""
+    h, w = m.shape
+    seen = np.zeros_like(m)
+    n = 0
+    for i in range(h):
+        for j in range(w):
+            if m[i, j] and not seen[i, j]:
+                n += 1
+                stack = [(i, j)]
+                seen[i, j] = True
+                while stack:
+                    y, x = stack.pop()
+                    for dy in (-1, 0, 1):
+                        for dx in (-1, 0, 1):
+                            yy, xx = y + dy, x + dx
+                            if 0 <= yy < h and 0 <= xx < w and m[yy, xx] and not seen[yy, xx]:
+                                seen[yy, xx] = True
+                                stack.append((yy, xx))
+    return n
+
+
+@pytest.mark.parametrize("rows,count", [
+    (["....", "....", "...."], 0),
+    (["####", "####"], 1),
+    (["#...", ".#..", "..#.", "...#"], 1),          # a diagonal chain touches corner to corner
+    (["...#", "..#.", ".#..", "#..."], 1),          # the other diagonal
+    (["#.#", "...", "#.#"], 4),                      # gaps of one pixel separate
+    (["##..##", "##..##", "......", "..##.."], 3),
+    (["#####", "#...#", "#.#.#", "#...#", "#####"], 2),  # a ring and a dot in its hole
+    (["#.#.#.#"], 4),
+    (["#", ".", "#"], 2),
+])
+def test_rock_count_uses_8_connectivity(rows, count):
+    m = _mask(rows)
+    assert label_components(m)[1] == count
+    assert rock_stats(m.astype(np.uint8))["rock_count"] == count
+
+
+def test_u_shape_merges_into_one_rock_although_its_arms_start_apart():
+    m = _mask(["#...#", "#...#", "#...#", "#####"])
+    labels, n = label_components(m)
+    assert n == 1 and set(np.unique(labels)) == {0, 1}
+
+
+def test_comb_and_spiral_like_shapes_are_one_component():
+    m = np.zeros((60, 60), bool)
+    m[::2, :] = True
+    m[1::4, -1] = True
+    m[3::4, 0] = True  # a snake: rows joined alternately at the right and left ends
+    assert label_components(m)[1] == 1
+
+
+def test_labels_and_areas_match_a_flood_fill_on_random_masks():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        h, w = rng.integers(1, 25, 2)
+        m = rng.random((h, w)) < rng.random()
+        labels, n = label_components(m)
+        assert n == _bfs_count(m)
+        assert np.array_equal(labels > 0, m)
+        assert sorted(component_areas(m)) == sorted(np.bincount(labels[m])[1:]) if n else True
+
+
+def test_stats_on_a_hand_made_frame():
+    c = np.zeros((10, 9), np.uint8)
+    c[0:2, 0:2] = 1          # 4 px, far away (top-left)
+    c[7:9, 4:6] = 1          # 4 px, in the path, bottom row 8 → 1 px from the bottom edge
+    c[5, 8] = 1              # 1 px, at the side
+    s = rock_stats(c)
+    assert s["rock_count"] == 3 and s["largest_rock_px"] == 4 and s["rock_pixels"] == 9
+    assert s["rock_fraction"] == pytest.approx(9 / 90)
+    hz = s["hazard"]
+    assert hz["region"] == {"rows": [6, 10], "cols": [3, 6]}
+    assert hz["rock_fraction"] == pytest.approx(4 / 12)
+    assert hz["nearest_rock_px"] == 1 and hz["nearest_rock_in_path_px"] == 1
+
+
+def test_no_rock_gives_zero_counts_and_no_nearest_rock():
+    s = rock_stats(np.zeros((5, 7), np.uint8))
+    assert s["rock_count"] == 0 and s["largest_rock_px"] == 0 and s["rock_fraction"] == 0.0
+    assert s["hazard"]["nearest_rock_px"] is None and s["hazard"]["nearest_rock_in_path_px"] is None
+
+
+def test_four_class_rock_merges_small_and_large_rock_classes():
+    c = np.array([[2, 3, 0], [1, 1, 0], [0, 0, 2]], np.uint8)  # 2 and 3 touch: one rock; sky is not rock
+    s = rock_stats(c, rock=(2, 3), class_names=["background", "sky", "small_rock", "large_rock"])
+    assert s["rock_count"] == 2 and s["largest_rock_px"] == 2
+    assert s["class_fractions"]["sky"] == pytest.approx(2 / 9)
