@@ -1,6 +1,65 @@
-"""`lunarseg` subcommands of the benchmarks layer (registered by lunarseg.cli; heavy imports inside handlers)."""
+"""`lunarseg bench` and `lunarseg select` (heavy imports inside the handlers)."""
 from __future__ import annotations
+
+import argparse
 
 
 def register(sub) -> None:
     """Add this layer's subcommands to the top-level parser."""
+    b = sub.add_parser("bench", help="accuracy/speed/size table of every exported artifact, with a limit gate",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("run", help="run directory (model.keras + export/manifest.json)")
+    b.add_argument("--data", help="labelled dataset root (default: the one recorded at training)")
+    b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2")
+    b.add_argument("--frames", type=int, default=50, help="labelled test frames for IoU/Dice")
+    b.add_argument("--runs", type=int, default=30, help="timed engine calls per artifact (at least 1 s)")
+    b.add_argument("--limits", help="TOML file with [limits] max_iou_drop, max_latency_ms, min_iou, max_bytes")
+    b.add_argument("--max-iou-drop", type=float)
+    b.add_argument("--max-latency-ms", type=float)
+    b.add_argument("--profile", default="default", help="default | rover (1 thread pinned to one core)")
+    b.add_argument("--formats", help="only these formats (comma-separated); the Keras baseline always runs")
+    b.set_defaults(func=_bench)
+
+    s = sub.add_parser("select", help="pick the best benchmarked artifact within an IoU budget; copy it to RUN/deploy/")
+    s.add_argument("run")
+    s.add_argument("--max-iou-drop", type=float, required=True)
+    s.add_argument("--objective", default="latency", help="latency | size")
+    s.set_defaults(func=_select)
+
+
+def _threads(text: str) -> list[int]:
+    from lunarseg.runtime.errors import ConfigError
+
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ConfigError(f"--threads {text!r} must be positive integers separated by commas, e.g. 1,2")
+    return values
+
+
+def _bench(args) -> int:
+    from lunarseg.benchmarks.bench import bench, to_markdown
+    from lunarseg.benchmarks.limits import Limits
+
+    limits = Limits.load(args.limits, max_iou_drop=args.max_iou_drop, max_latency_ms=args.max_latency_ms)
+    formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
+    results = bench(args.run, data=args.data, threads=_threads(args.threads), frames=args.frames, runs=args.runs,
+                    profile=args.profile, limits=limits, formats=formats)
+    print(to_markdown(results))
+    out = f"{args.run}/bench"
+    print(f"results: {out}/results.json, {out}/results.md, {out}/pareto.png")
+    import sys
+
+    for line in results["violations"]:
+        print(line, file=sys.stderr)
+    return 1 if results["violations"] else 0
+
+
+def _select(args) -> int:
+    from lunarseg.benchmarks.select import select
+
+    choice = select(args.run, max_iou_drop=args.max_iou_drop, objective=args.objective)
+    print(f"selected {choice['artifact']}\nwhy: {choice['reason']}")
+    return 0

@@ -1,6 +1,152 @@
-"""`lunarseg demo`: the whole pipeline on the built-in synthetic data."""
+"""`lunarseg demo`: the whole pipeline on the built-in synthetic data —
+synth → train → evaluate → compress → export → bench → select → segment sample frames."""
 from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass
+class DemoConfig:
+    """Sizes chosen by measurement on a 2-core CPU (see README); `quick` is the CI-sized pipeline."""
+
+    frames: int = 300
+    frame_size: tuple[int, int] = (720, 480)
+    model_size: tuple[int, int] = (192, 128)
+    filters: int = 16
+    depth: int = 4
+    epochs: int = 14
+    batch_size: int = 16
+    compress_epochs: int = 3
+    qat_epochs: int = 2
+    calib_frames: int = 100
+    bench_frames: int = 30
+    sample_frames: int = 8
+    formats: str = "all"
+    max_iou_drop: float = 0.02
+    seed: int = 1
+
+
+QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), filters=4, depth=2, epochs=2,
+                   batch_size=8, compress_epochs=1, qat_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
+                   max_iou_drop=1.0)
 
 
 def register(sub) -> None:
     """Add the `demo` subcommand."""
+    p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic data",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="demo_out", help="output directory")
+    p.add_argument("--quick", action="store_true", help="tiny model and few frames (CI smoke run, ~2 min)")
+    p.add_argument("--frames", type=int, help="synthetic frames to generate")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--workers", type=int, default=2, help="processes for scene generation")
+    p.set_defaults(func=_demo)
+
+
+def _step(name: str, started: float) -> None:
+    print(f"\n== {name} (t+{time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
+    from lunarseg.data.synth import write_dataset
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    data, run = out / "data", out / "run"
+    timings = {}
+
+    _step("1/8 synthetic scenes", t0)
+    if not (data / "bounding_boxes.csv").exists():
+        write_dataset(data, cfg.frames, size=cfg.frame_size, seed=cfg.seed, workers=workers)
+    from lunarseg.data.preview import write_preview
+
+    preview = write_preview(data, out / "preview.png", count=12)
+    timings["synth_s"] = round(time.perf_counter() - t0, 1)
+
+    _step("2/8 train", t0)
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.fit import train
+
+    tcfg = TrainConfig(width=cfg.model_size[0], height=cfg.model_size[1], depth=cfg.depth, filters=cfg.filters,
+                       epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, patience=max(4, cfg.epochs // 3))
+    if not (run / "meta.json").exists():
+        summary = train(tcfg, data, run, resume=(run / "checkpoints/state.json").exists(), verbose=2)
+        print(f"val IoU {summary['val']['iou']:.4f}, {summary['train_images_per_s']} images/s")
+    timings["train_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
+
+    _step("3/8 evaluate on the held-out test split", t0)
+    from lunarseg.train.evaluate import evaluate
+
+    report = evaluate(run, data, split="test", out_dir=run)
+    print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} on {report['frames']} frames")
+
+    _step("4/8 compress (pruning, QAT, PQAT)", t0)
+    from lunarseg.train.compress import DEFAULT_VARIANTS, compress, format_report, report_rows, variant_dirs
+
+    done = {d.name for d in variant_dirs(run)}
+    for v in DEFAULT_VARIANTS:
+        v = replace(v, epochs=cfg.compress_epochs, qat_epochs=cfg.qat_epochs, batch_size=cfg.batch_size)
+        if v.variant not in done:
+            compress(run, v, data_dir=data, verbose=2)
+    print(format_report(report_rows(run)))
+
+    _step("5/8 export TFLite + ONNX (parity-checked through the runtime)", t0)
+    from lunarseg.export.exporter import export_run
+
+    records = export_run(run, cfg.formats, data_dir=data, calib_frames=cfg.calib_frames, max_iou_drop=cfg.max_iou_drop)
+    failed = [r for r in records if getattr(r, "status", "ok") != "ok"]
+    print(f"{len(records)} artifacts, {len(failed)} failed")
+
+    _step("6/8 benchmark (rover profile: 1 thread pinned to one core)", t0)
+    from lunarseg.benchmarks.bench import bench, to_markdown
+    from lunarseg.benchmarks.limits import Limits
+
+    results = bench(run, data=data, frames=cfg.bench_frames, profile="rover",
+                    limits=Limits(max_iou_drop=cfg.max_iou_drop))
+
+    _step("7/8 select the fastest artifact within the IoU budget", t0)
+    from lunarseg.benchmarks.select import select
+    from lunarseg.runtime.errors import GateError
+
+    try:
+        choice = select(run, max_iou_drop=cfg.max_iou_drop, objective="latency")
+        print(f"selected {choice['artifact']}: {choice['reason']}")
+    except GateError as exc:
+        choice = None
+        print(f"nothing deployable: {exc}")
+
+    _step("8/8 segment sample test frames with the deployed model", t0)
+    segments = out / "segments"
+    if choice:
+        from lunarseg.cli import main as cli_main
+        from lunarseg.data.loader import DatasetIndex
+
+        frames = [str(p.image_path) for p in DatasetIndex.scan(data).split("test")[: cfg.sample_frames]]
+        cli_main(["segment", choice["artifact"], *frames, "--out", str(segments), "--overlay"])
+
+    print("\n" + to_markdown(results))
+    if results["violations"]:
+        print("limit violations (the demo reports them; `lunarseg bench` exits 1 on them):")
+        for v in results["violations"]:
+            print("  " + v)
+    paths = {"data": data, "preview": preview, "run": run, "curves": run / "curves.png",
+             "eval_grid": report.get("grid"), "bench": run / "bench" / "results.md", "pareto": run / "bench" / "pareto.png",
+             "deployed": choice["artifact"] if choice else None, "segments": segments}
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs:")
+    for k, v in paths.items():
+        if v:
+            print(f"  {k:10s} {v}")
+    return {"paths": {k: str(v) for k, v in paths.items()}, "results": results, "choice": choice}
+
+
+def _demo(args) -> int:
+    cfg = QUICK if args.quick else DemoConfig()
+    if args.frames:
+        cfg = replace(cfg, frames=args.frames)
+    if args.epochs:
+        cfg = replace(cfg, epochs=args.epochs)
+    run_demo(Path(args.out), cfg, workers=args.workers)
+    return 0

@@ -12,7 +12,7 @@ from lunarseg.runtime.masks import LARGE_ROCK, SMALL_ROCK
 
 REFERENCE_WIDTH = 720  # pixel thresholds below are for the dataset's 720-wide frames; they scale with width
 LARGE_ROCK_MIN_DIAMETER_PX = 20.0  # equivalent-circle diameter at which a rock is labelled "large"
-MIN_ROCK_PX = 2.0  # rocks narrower than this on screen are not drawn at all
+MIN_ROCK_PX = 5.0  # rocks narrower than this on screen (at 720 px wide) are not drawn: specks a camera cannot resolve
 MASK_FADE_DISTANCE = 110.0  # metres over which the mask colour of a rock dims
 MIN_MASK_BRIGHTNESS = 0.36  # far rocks keep ≥ 92/255 in the mask, above the decoder's threshold
 
@@ -69,7 +69,7 @@ def sample_rocks(rng: np.random.Generator, field: RockField, camera: Camera) -> 
     col, row, depth = camera.project(np.stack([x, y, np.zeros(count)], axis=1))
     width_px = diameter * camera.focal / np.maximum(depth, 1e-6)
     margin = width_px
-    seen = ((depth > 0.3) & (width_px >= MIN_ROCK_PX) & (col > -margin) & (col < camera.width + margin)
+    seen = ((depth > 0.3) & (width_px >= MIN_ROCK_PX * camera.width / REFERENCE_WIDTH) & (col > -margin) & (col < camera.width + margin)
             & (row > -margin) & (row < camera.height + 2 * margin))
     keep = np.flatnonzero(seen)
     k = keep.size

@@ -1,0 +1,212 @@
+"""`lunarseg bench`: one row per exported artifact plus the Keras float baseline — accuracy, size,
+latency, cold start, memory, MACs — each measured in its own process; a gate on the limits."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ConfigError, ModelFileError
+from lunarseg.benchmarks.limits import Limits
+
+BASELINE = "keras-fp32"
+PROFILES = {
+    # 1 thread pinned to one core, batch 1, frame size from the metadata, cold start included
+    "rover": {"threads": [1], "pin_cpu": True},
+    "default": {"threads": [1], "pin_cpu": False},
+}
+COLUMNS = ("variant", "format", "status", "threads", "bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms",
+           "p95_ms", "p99_ms", "fps", "cold_start_ms", "peak_rss_mb", "gmacs", "gmac_per_s", "speedup")
+
+
+def cpu_info() -> dict:
+    """CPU model and the SIMD/matrix flags that decide which kernels engines can use."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith(("flags", "Features")) and ":" in line:
+                flags = line.split(":", 1)[1].split()
+                break
+    except OSError:
+        pass
+    keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon", "asimd", "sve", "dotprod", "i8mm"))]
+    return {"model": model, "machine": platform.machine(), "cores": os.cpu_count(), "flags": sorted(set(keep))}
+
+
+def artifacts(run: Path) -> list[dict]:
+    """The baseline Keras model, then every artifact in RUN/export/manifest.json."""
+    from lunarseg.runtime.metadata import read_keras_meta
+
+    model = run / "model.keras"
+    if not model.exists():
+        raise ModelFileError(f"{run}: no model.keras; not a lunarseg run directory")
+    meta = read_keras_meta(model)
+    rows = [{"variant": "base", "format": BASELINE, "path": str(model), "status": "ok", "deployable": False,
+             "macs": meta.extra.get("macs")}]
+    manifest = run / "export" / "manifest.json"
+    if manifest.exists():
+        for entry in json.loads(manifest.read_text()).get("artifacts", []):
+            path = run / entry["path"] if not Path(entry["path"]).is_absolute() else Path(entry["path"])
+            rows.append({"variant": entry.get("variant", "base"), "format": entry["format"], "path": str(path),
+                         "status": entry.get("status", "ok"), "error": entry.get("error"), "deployable": True,
+                         "macs": meta.extra.get("macs"), "quantization": entry.get("quantization"),
+                         "sparsity": entry.get("sparsity")})
+    return rows
+
+
+def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, runs: int, timeout: float = 900) -> dict:
+    """Measure one model in a fresh interpreter; cold start = launch → first mask, seen from here."""
+    cmd = [sys.executable, "-m", "lunarseg.benchmarks.measure", "--model", str(path), "--data", str(data),
+           "--threads", str(threads), "--frames", str(frames), "--runs", str(runs), "--pin-cpu", str(pin_cpu)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cold_ms, last = None, ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("FIRST_MASK") and cold_ms is None:
+            cold_ms = (time.perf_counter() - t0) * 1e3
+        elif line.strip():
+            last = line.strip()
+    _, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        tail = [l for l in err.strip().splitlines() if l.strip()][-1:] or ["no output"]
+        return {"status": "error", "error": f"measurement exited {proc.returncode}: {tail[0][:200]}"}
+    result = json.loads(last)
+    result["cold_start_ms"] = round(cold_ms, 1) if cold_ms is not None else None
+    return result
+
+
+def file_sizes(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}
+
+
+def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int] | None = None, frames: int = 50,
+          runs: int = 30, profile: str = "default", limits: Limits | None = None, formats: list[str] | None = None,
+          progress: bool = True) -> dict:
+    """Measure every artifact of a run; returns the results dict (also written to RUN/bench/)."""
+    from lunarseg.runtime.metadata import read_keras_meta
+
+    run = Path(run)
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
+    prof = PROFILES[profile]
+    threads = threads or prof["threads"]
+    limits = limits or Limits()
+    rows_in = artifacts(run)
+    meta = read_keras_meta(run / "model.keras")
+    data = Path(data or meta.extra.get("data_dir") or "")
+    if not data or not (data / "images").exists():
+        raise ConfigError(f"labelled data not found ({data or 'none recorded'}); pass --data DIR")
+    if formats:
+        rows_in = [r for r in rows_in if r["format"] == BASELINE or r["format"] in formats]
+    pin = (sorted(os.sched_getaffinity(0))[-1]) if prof["pin_cpu"] else -1
+    rows = []
+    total = len(rows_in) * len(threads)
+    for t in threads:
+        for art in rows_in:
+            row = {k: art.get(k) for k in ("variant", "format", "status", "error", "deployable", "quantization", "sparsity")}
+            row.update({"threads": t, "path": art["path"]})
+            if art["status"] == "ok" and Path(art["path"]).exists():
+                row.update(file_sizes(Path(art["path"])))
+                if progress:
+                    print(f"bench [{len(rows) + 1}/{total}] {art['variant']}/{art['format']} threads={t}", file=sys.stderr, flush=True)
+                m = run_child(Path(art["path"]), data, t, pin, frames, runs)
+                row.update(m)
+                row["status"] = m.get("status", "ok")
+                macs = art.get("macs")
+                if row["status"] == "ok" and macs:
+                    row["gmacs"] = round(macs / 1e9, 3)
+                    row["gmac_per_s"] = round(macs / 1e9 / (row["p50_ms"] / 1e3), 2)
+                if row["status"] == "ok":
+                    row["fps"] = round(1000.0 / row["p50_ms"], 1)
+            elif art["status"] == "ok":
+                row.update(status="error", error=f"{art['path']}: file missing")
+            rows.append(row)
+    _relate_to_baseline(rows)
+    violations = [v for r in rows if r.get("deployable") and r["status"] == "ok" and r["threads"] == threads[0]
+                  for v in limits.violations(r)]
+    results = {"run": str(run), "data": str(data), "profile": profile, "threads": threads, "frames": frames,
+               "cpu": cpu_info(), "pinned_cpu": pin if pin >= 0 else None, "batch": 1,
+               "input_shape": meta.input_shape, "limits": limits.__dict__, "violations": violations,
+               "rows": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = run / "bench"
+    atomic.write_json(out / "results.json", results)
+    atomic.write_text(out / "results.md", to_markdown(results))
+    plot_pareto(results, out / "pareto.png")
+    return results
+
+
+def _relate_to_baseline(rows: list[dict]) -> None:
+    for t in {r["threads"] for r in rows}:
+        base = next((r for r in rows if r["format"] == BASELINE and r["threads"] == t and r["status"] == "ok"), None)
+        for r in rows:
+            if r["threads"] != t or r["status"] != "ok" or base is None:
+                continue
+            r["iou_drop"] = round(base["iou"] - r["iou"], 5)
+            r["speedup"] = round(base["p50_ms"] / r["p50_ms"], 2)
+            r["size_ratio"] = round(r["gzip_bytes"] / base["gzip_bytes"], 4)
+
+
+def _fmt(value, col: str) -> str:
+    if value is None:
+        return ""
+    if col in ("bytes", "gzip_bytes"):
+        return f"{value:,}"
+    if col in ("iou", "dice", "iou_drop"):
+        return f"{value:.4f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def to_markdown(results: dict) -> str:
+    cpu = results["cpu"]
+    lines = [f"# lunarseg bench: {results['run']}", "",
+             f"CPU: {cpu['model']} ({cpu['machine']}, {cpu['cores']} cores; flags: {' '.join(cpu['flags'])}); "
+             f"profile {results['profile']}, batch 1, input {results['input_shape']}, pinned CPU {results['pinned_cpu']}; "
+             f"IoU on {results['frames']} labelled test frames at model resolution.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in results["rows"]:
+        lines.append("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |")
+        if r["status"] != "ok" and r.get("error"):
+            lines.append(f"| | ↳ {r['error']} |" + " |" * (len(COLUMNS) - 2))
+    if results["violations"]:
+        lines += ["", "## Limit violations", ""] + [f"- {v}" for v in results["violations"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(results: dict, path: Path) -> None:
+    """IoU vs p50 latency, point area ∝ gzip size, one colour per format."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["status"] == "ok" and r["threads"] == results["threads"][0]]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    biggest = max((r["gzip_bytes"] for r in rows), default=1)
+    for r in rows:
+        ax.scatter(r["p50_ms"], r["iou"], s=30 + 600 * r["gzip_bytes"] / biggest, alpha=0.6)
+        ax.annotate(f"{r['variant']}/{r['format']}", (r["p50_ms"], r["iou"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, ms ({results['threads'][0]} thread(s), log scale)")
+    ax.set_ylabel("rock IoU (test)")
+    ax.set_title("lunarseg: accuracy vs speed (point area = gzip size)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())

@@ -1,0 +1,57 @@
+"""Limits the benchmark gate enforces, from a TOML file and/or command-line options."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from lunarseg.runtime.errors import ConfigError
+
+
+@dataclass
+class Limits:
+    """None = no limit. Latency is the p50 engine time at the benchmark's first thread count."""
+
+    max_iou_drop: float | None = None
+    max_latency_ms: float | None = None
+    min_iou: float | None = None
+    max_bytes: int | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> "Limits":
+        data: dict = {}
+        if path:
+            try:
+                raw = tomllib.loads(Path(path).read_text())
+            except FileNotFoundError:
+                raise ConfigError(f"{path}: limits file not found") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+            data = raw.get("limits", raw)
+            valid = {f.name for f in fields(cls)}
+            unknown = sorted(set(data) - valid)
+            if unknown:
+                raise ConfigError(f"{path}: unknown limit(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        limits = cls(**data)
+        for f in fields(limits):
+            value = getattr(limits, f.name)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(f"limit {f.name} must be a non-negative number, got {value!r}")
+        return limits
+
+    def violations(self, row: dict) -> list[str]:
+        """One line per broken limit for a deployable row."""
+        name = f"{row['variant']}/{row['format']}"
+        out = []
+        checks = (
+            ("max_iou_drop", row.get("iou_drop"), lambda v, lim: v > lim, "IoU drop {v:.4f} > limit {lim}"),
+            ("min_iou", row.get("iou"), lambda v, lim: v < lim, "IoU {v:.4f} < limit {lim}"),
+            ("max_latency_ms", row.get("p50_ms"), lambda v, lim: v > lim, "latency p50 {v:.2f} ms > limit {lim} ms"),
+            ("max_bytes", row.get("bytes"), lambda v, lim: v > lim, "size {v:,} bytes > limit {lim:,}"),
+        )
+        for key, value, broken, text in checks:
+            lim = getattr(self, key)
+            if lim is not None and value is not None and broken(value, lim):
+                out.append(f"LIMIT {name} (threads={row['threads']}): " + text.format(v=value, lim=lim))
+        return out

@@ -1,0 +1,112 @@
+"""Measure one model in this process: first mask, accuracy on labelled frames, engine latency, RSS.
+
+Run by `lunarseg bench` as a child process per artifact (`python -m lunarseg.benchmarks.measure`)
+so figures don't mix: TensorFlow is imported only for the Keras baseline. Prints `FIRST_MASK` on
+stdout the moment the first mask exists (the parent times the cold start from process launch to
+that line) and the result JSON as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
+def peak_rss_mb() -> float:
+    """VmHWM of this process (peak resident set), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def open_model(path: Path, threads: int):
+    """(meta, predict, engine name) for a Keras file (TensorFlow) or an exported file (runtime)."""
+    if path.suffix in KERAS_SUFFIXES:
+        import lunarseg.train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        from lunarseg.runtime.metadata import read_keras_meta
+        from lunarseg.train.checkpoint import load_model
+
+        model = load_model(path)
+        return read_keras_meta(path), lambda x: np.asarray(model.predict_on_batch(x)), "tensorflow"
+    from lunarseg.runtime.segmenter import Segmenter
+
+    seg = Segmenter.from_file(path, threads=threads)
+    return seg.meta, seg.predict, seg.backend_name
+
+
+def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: int = 5) -> np.ndarray:
+    """Per-call wall times of the engine on a fixed batch-1 tensor, after warm-up."""
+    for _ in range(warmup):
+        predict(x)
+    times, start = [], time.perf_counter()
+    while len(times) < runs or (time.perf_counter() - start < min_seconds and len(times) < 20 * runs):
+        t = time.perf_counter()
+        predict(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return np.array(times)
+
+
+def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_seconds: float, threads: int) -> dict:
+    from lunarseg.data.loader import DatasetIndex, load_pair
+    from lunarseg.runtime import imageio, preprocess
+    from lunarseg.runtime.metrics import MetricAccumulator
+
+    meta, predict, engine = open_model(model, threads)
+    pairs = DatasetIndex.scan(data).split(split)[: frames or None]
+    if not pairs:
+        raise SystemExit(f"no labelled frames in the {split!r} split of {data}")
+    first, truth = load_pair(pairs[0], meta.task)
+    x = preprocess.prepare(first, meta)[None]
+    preprocess.probs_to_classes(predict(x)[0], meta)
+    print("FIRST_MASK", flush=True)
+    cold_rss = peak_rss_mb()
+    acc = MetricAccumulator(tuple(meta.class_names))
+    for i, pair in enumerate(pairs):
+        frame, classes = (first, truth) if i == 0 else load_pair(pair, meta.task)
+        pred = preprocess.probs_to_classes(predict(preprocess.prepare(frame, meta)[None])[0], meta)
+        acc.update(imageio.resize(classes, (meta.height, meta.width), nearest=True), pred)
+    times = latency_ms(predict, x, runs, min_seconds)
+    scores = acc.result()
+    return {
+        "engine": engine, "threads": threads, "affinity": sorted(os.sched_getaffinity(0)),
+        "iou": scores["iou"], "dice": scores["dice"], "miou": scores.get("miou"), "frames": scores["frames"],
+        "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
+        "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),
+        "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "tensorflow_loaded": "tensorflow" in sys.modules,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lunarseg.benchmarks.measure")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--pin-cpu", type=int, default=-1, help="run on this CPU only (rover profile)")
+    args = p.parse_args(argv)
+    if args.pin_cpu >= 0:
+        os.sched_setaffinity(0, {args.pin_cpu})
+    result = measure(args.model, args.data, split=args.split, frames=args.frames, runs=args.runs,
+                     min_seconds=args.min_seconds, threads=args.threads)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""`lunarseg select`: pick the best benchmarked artifact within an IoU budget and deploy it."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ConfigError, GateError
+
+OBJECTIVES = {"latency": ("p50_ms", "ms"), "size": ("gzip_bytes", "gzip bytes")}
+
+
+def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") -> dict:
+    """Best deployable artifact with IoU drop <= budget by `objective`; copied to RUN/deploy/."""
+    run = Path(run)
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; valid: {', '.join(sorted(OBJECTIVES))}")
+    results_path = run / "bench" / "results.json"
+    if not results_path.exists():
+        raise ConfigError(f"{results_path} not found; run `lunarseg bench {run}` first")
+    results = json.loads(results_path.read_text())
+    first_threads = results["threads"][0]
+    rows = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads]
+    fits = [r for r in rows if r.get("iou_drop") is not None and r["iou_drop"] <= max_iou_drop]
+    if not fits:
+        best = min(rows, key=lambda r: r.get("iou_drop", 1e9), default=None)
+        hint = f"; the smallest drop is {best['iou_drop']:.4f} ({best['variant']}/{best['format']})" if best else ""
+        raise GateError(f"no artifact keeps the IoU drop within {max_iou_drop}{hint}")
+    key, unit = OBJECTIVES[objective]
+    fits.sort(key=lambda r: (r[key], r["iou_drop"]))
+    win = fits[0]
+    src = Path(win["path"])
+    deploy = run / "deploy"
+    target = deploy / src.name
+    with atomic.atomic_path(target) as tmp:
+        shutil.copyfile(src, tmp)
+    runner_up = fits[1] if len(fits) > 1 else None
+    reason = (f"{win['variant']}/{win['format']}: lowest {objective} ({win[key]:,.2f} {unit}) among {len(fits)} of "
+              f"{len(rows)} artifacts with IoU drop <= {max_iou_drop} (its drop {win['iou_drop']:+.4f}, IoU {win['iou']:.4f})")
+    if runner_up:
+        reason += f"; runner-up {runner_up['variant']}/{runner_up['format']} at {runner_up[key]:,.2f} {unit}"
+    choice = {"artifact": str(target), "source": str(src), "variant": win["variant"], "format": win["format"],
+              "objective": objective, "max_iou_drop": max_iou_drop, "reason": reason,
+              "figures": {k: win.get(k) for k in ("iou", "iou_drop", "p50_ms", "bytes", "gzip_bytes", "speedup")}}
+    atomic.write_json(deploy / "selection.json", choice)
+    return choice
