@@ -62,10 +62,12 @@ def artifacts(run: Path) -> list[dict]:
     return rows
 
 
-def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, runs: int, timeout: float = 900) -> dict:
+def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, runs: int, min_seconds: float = 1.0,
+              timeout: float = 900) -> dict:
     """Measure one model in a fresh interpreter; cold start = launch → first mask, seen from here."""
     cmd = [sys.executable, "-m", "lunarseg.benchmarks.measure", "--model", str(path), "--data", str(data),
-           "--threads", str(threads), "--frames", str(frames), "--runs", str(runs), "--pin-cpu", str(pin_cpu)]
+           "--threads", str(threads), "--frames", str(frames), "--runs", str(runs), "--pin-cpu", str(pin_cpu),
+           "--min-seconds", str(min_seconds)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -91,8 +93,8 @@ def file_sizes(path: Path) -> dict:
 
 
 def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int] | None = None, frames: int = 50,
-          runs: int = 30, profile: str = "default", limits: Limits | None = None, formats: list[str] | None = None,
-          progress: bool = True) -> dict:
+          runs: int = 30, min_seconds: float = 1.0, profile: str = "default", limits: Limits | None = None,
+          formats: list[str] | None = None, progress: bool = True) -> dict:
     """Measure every artifact of a run; returns the results dict (also written to RUN/bench/)."""
     from lunarseg.runtime.metadata import read_keras_meta
 
@@ -120,7 +122,7 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
                 row.update(file_sizes(Path(art["path"])))
                 if progress:
                     print(f"bench [{len(rows) + 1}/{total}] {art['variant']}/{art['format']} threads={t}", file=sys.stderr, flush=True)
-                m = run_child(Path(art["path"]), data, t, pin, frames, runs)
+                m = run_child(Path(art["path"]), data, t, pin, frames, runs, min_seconds)
                 row.update(m)
                 row["status"] = m.get("status", "ok")
                 macs = art.get("macs")

@@ -28,7 +28,7 @@ def peak_rss_mb() -> float:
 
 
 def open_model(path: Path, threads: int):
-    """(meta, predict, engine name) for a Keras file (TensorFlow) or an exported file (runtime)."""
+    """(meta, predict, engine name, engine's thread setting) for a Keras file (TensorFlow) or an exported file (runtime)."""
     if path.suffix in KERAS_SUFFIXES:
         import lunarseg.train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
         import tensorflow as tf
@@ -39,11 +39,20 @@ def open_model(path: Path, threads: int):
         from lunarseg.train.checkpoint import load_model
 
         model = load_model(path)
-        return read_keras_meta(path), lambda x: np.asarray(model.predict_on_batch(x)), "tensorflow"
+        engine_threads = tf.config.threading.get_intra_op_parallelism_threads()
+        return read_keras_meta(path), lambda x: np.asarray(model.predict_on_batch(x)), "tensorflow", engine_threads
     from lunarseg.runtime.segmenter import Segmenter
 
     seg = Segmenter.from_file(path, threads=threads)
-    return seg.meta, seg.predict, seg.backend_name
+    return seg.meta, seg.predict, seg.backend_name, engine_thread_setting(seg, threads)
+
+
+def engine_thread_setting(seg, requested: int) -> int:
+    """The intra-op thread count the engine itself reports (LiteRT has no getter: the value given)."""
+    session = getattr(seg.backend, "session", None)
+    if session is not None:
+        return int(session.get_session_options().intra_op_num_threads)
+    return requested
 
 
 def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: int = 5) -> np.ndarray:
@@ -63,7 +72,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     from lunarseg.runtime import imageio, preprocess
     from lunarseg.runtime.metrics import MetricAccumulator
 
-    meta, predict, engine = open_model(model, threads)
+    meta, predict, engine, engine_threads = open_model(model, threads)
     pairs = DatasetIndex.scan(data).split(split)[: frames or None]
     if not pairs:
         raise SystemExit(f"no labelled frames in the {split!r} split of {data}")
@@ -80,7 +89,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     times = latency_ms(predict, x, runs, min_seconds)
     scores = acc.result()
     return {
-        "engine": engine, "threads": threads, "affinity": sorted(os.sched_getaffinity(0)),
+        "engine": engine, "threads": threads, "engine_threads": engine_threads, "affinity": sorted(os.sched_getaffinity(0)),
         "iou": scores["iou"], "dice": scores["dice"], "miou": scores.get("miou"), "frames": scores["frames"],
         "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
         "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),

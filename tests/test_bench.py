@@ -1,0 +1,134 @@
+"""Benchmark rules on a tiny end-to-end pipeline: synth → train → export → bench → select."""
+import json
+
+import pytest
+
+from lunarseg.benchmarks.bench import BASELINE, COLUMNS, bench
+from lunarseg.benchmarks.limits import Limits
+from lunarseg.benchmarks.select import select
+from lunarseg.cli import main
+from lunarseg.runtime.errors import ConfigError, GateError
+
+FORMATS = "onnx-fp32,tflite-int8"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """A tiny trained, exported and benchmarked run (what `lunarseg demo --quick` does, smaller)."""
+    from lunarseg.data.synth import write_dataset
+    from lunarseg.export.exporter import export_model
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.fit import train
+
+    root = tmp_path_factory.mktemp("bench")
+    data, run = root / "data", root / "run"
+    write_dataset(data, 24, size=(96, 64), seed=3, workers=1, progress=False)
+    train(TrainConfig(width=48, height=32, depth=2, filters=4, epochs=1, batch_size=8), data, run, verbose=0)
+    export_model(run, FORMATS, data_dir=data, calib_frames=8, max_iou_drop=1.0)
+    results = bench(run, data=data, frames=3, runs=5, min_seconds=0.1, profile="rover", progress=False)
+    return run, data, results
+
+
+def test_results_json_has_one_row_per_artifact_plus_the_keras_baseline(pipeline):
+    run, _, results = pipeline
+    saved = json.loads((run / "bench/results.json").read_text())
+    assert saved["rows"] == results["rows"]
+    formats = [r["format"] for r in saved["rows"]]
+    assert formats[0] == BASELINE and sorted(formats[1:]) == sorted(FORMATS.split(","))
+    for row in saved["rows"]:
+        assert row["status"] == "ok", row.get("error")
+        for col in ("bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms", "p95_ms", "p99_ms", "fps",
+                    "cold_start_ms", "peak_rss_mb", "gmacs", "gmac_per_s", "speedup"):
+            assert isinstance(row[col], (int, float)), (row["format"], col)
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert saved["cpu"]["model"] and saved["batch"] == 1
+
+
+def test_markdown_table_has_every_column_and_the_pareto_plot_exists(pipeline):
+    run, _, _ = pipeline
+    md = (run / "bench/results.md").read_text()
+    assert "| " + " | ".join(COLUMNS) + " |" in md
+    assert (run / "bench/pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_the_keras_baseline_loads_tensorflow(pipeline):
+    _, _, results = pipeline
+    loaded = {r["format"]: r["tensorflow_loaded"] for r in results["rows"]}
+    assert loaded == {BASELINE: True, "onnx-fp32": False, "tflite-int8": False}
+
+
+def test_rover_profile_runs_each_measurement_pinned_to_one_cpu(pipeline):
+    _, _, results = pipeline
+    assert all(len(r["affinity"]) == 1 for r in results["rows"])
+    assert results["pinned_cpu"] == results["rows"][0]["affinity"][0]
+
+
+def test_latency_measurement_uses_the_thread_count_it_claims(pipeline):
+    run, data, _ = pipeline
+    from lunarseg.benchmarks.bench import run_child
+
+    onnx = run / "export/onnx-fp32.onnx"
+    for threads in (1, 2):
+        m = run_child(onnx, data, threads, -1, frames=1, runs=3, min_seconds=0.0)
+        assert m["threads"] == threads and m["engine_threads"] == threads
+
+
+def test_an_impossible_latency_limit_makes_bench_exit_1_naming_artifact_figure_and_limit(pipeline, capsys):
+    run, data, _ = pipeline
+    code = main(["bench", str(run), "--data", str(data), "--frames", "2", "--runs", "3",
+                 "--max-latency-ms", "0.0001", "--formats", "onnx-fp32"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "LIMIT base/onnx-fp32 (threads=1): latency p50" in err and "> limit 0.0001 ms" in err
+
+
+def test_limits_within_reach_pass_the_gate(pipeline, capsys):
+    run, data, _ = pipeline
+    assert main(["bench", str(run), "--data", str(data), "--frames", "2", "--runs", "3",
+                 "--max-latency-ms", "10000", "--max-iou-drop", "1", "--formats", "onnx-fp32"]) == 0
+
+
+def test_select_respects_the_iou_budget_and_says_why(pipeline):
+    run, data, _ = pipeline
+    bench(run, data=data, frames=3, runs=5, min_seconds=0.1, progress=False)  # restore the full table
+    choice = select(run, max_iou_drop=1.0, objective="size")
+    rows = json.loads((run / "bench/results.json").read_text())["rows"]
+    deployable = [r for r in rows if r["deployable"]]
+    smallest = min(deployable, key=lambda r: r["gzip_bytes"])
+    assert choice["format"] == smallest["format"] and "lowest size" in choice["reason"]
+    assert (run / "deploy" / choice["artifact"].split("/")[-1]).exists()
+    assert json.loads((run / "deploy/selection.json").read_text())["format"] == choice["format"]
+
+
+def test_select_refuses_when_nothing_fits_the_budget(pipeline, tmp_path):
+    run, _, _ = pipeline
+    results = json.loads((run / "bench/results.json").read_text())
+    for row in results["rows"]:
+        row["iou_drop"] = 0.5
+    fake = tmp_path / "run"
+    (fake / "bench").mkdir(parents=True)
+    (fake / "bench/results.json").write_text(json.dumps(results))
+    with pytest.raises(GateError, match=r"no artifact keeps the IoU drop within 0.01; the smallest drop is 0.5000"):
+        select(fake, max_iou_drop=0.01)
+
+
+def test_limits_file_with_an_unknown_key_lists_the_valid_ones(tmp_path):
+    f = tmp_path / "limits.toml"
+    f.write_text("[limits]\nmax_latency = 5\n")
+    with pytest.raises(ConfigError, match=r"unknown limit\(s\) max_latency; valid: max_bytes, max_iou_drop, max_latency_ms, min_iou"):
+        Limits.load(f)
+
+
+def test_limits_file_values_are_read_and_overridden_by_options(tmp_path):
+    f = tmp_path / "limits.toml"
+    f.write_text("[limits]\nmax_iou_drop = 0.01\nmax_latency_ms = 50\n")
+    lim = Limits.load(f, max_latency_ms=20.0)
+    assert lim.max_iou_drop == 0.01 and lim.max_latency_ms == 20.0
+    row = {"variant": "base", "format": "onnx-int8", "threads": 1, "iou_drop": 0.02, "p50_ms": 25.0, "iou": 0.8, "bytes": 1}
+    assert lim.violations(row) == ["LIMIT base/onnx-int8 (threads=1): IoU drop 0.0200 > limit 0.01",
+                                   "LIMIT base/onnx-int8 (threads=1): latency p50 25.00 ms > limit 20.0 ms"]
+
+
+def test_bench_on_a_directory_without_a_model_is_a_one_line_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
