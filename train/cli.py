@@ -75,6 +75,9 @@ def _train(args) -> int:
     from lunarseg.train.fit import train
 
     summary = train(cfg, args.data, args.out, resume=args.resume, verbose=1)
+    if summary.get("chief") is False:
+        print(f"{summary['worker']} finished {summary['epochs']} epochs; the chief (worker 0) writes the run")
+        return 0
     val = summary.get("val", {})
     print(f"trained {summary['epochs']} epochs (best {summary['best_epoch']}), val IoU {val.get('iou', 0):.4f} "
           f"Dice {val.get('dice', 0):.4f} at threshold {summary['threshold']}, "

@@ -7,6 +7,8 @@ import io
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.model import build_unet, count_macs
-from lunarseg.train.pipeline import NORMALISATION, make_dataset, normalise
+from lunarseg.train.pipeline import NORMALISATION, make_dataset, normalise, steps_for
 
 
 class TrainingDiverged(LunarsegError):
@@ -64,6 +66,12 @@ def _is_chief() -> bool:
     task = tf_config.get("task", {})
     return task.get("type", "chief") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0
                                                    and "chief" not in tf_config.get("cluster", {}))
+
+
+def _worker_label() -> str:
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    n = sum(len(v) for v in tf_config.get("cluster", {}).values())
+    return f"worker {tf_config.get('task', {}).get('index', 0)} of {n}"
 
 
 class RunKeeper(keras.callbacks.Callback):
@@ -166,9 +174,11 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
           callbacks: list | None = None) -> dict:
     """Fit `cfg` on `data_dir` into run directory `out`; returns a summary dict."""
     cfg.validate()
-    paths = RunPaths(Path(out))
-    _check_writable(paths.root)
     chief = _is_chief()
+    # Every multi-worker replica must run the same saves (they hold collective ops); the others
+    # write into a scratch directory that is removed at the end, as tf.distribute recommends.
+    paths = RunPaths(Path(out) if chief else Path(tempfile.mkdtemp(prefix="lunarseg-worker-")))
+    _check_writable(paths.root)
     if paths.state.exists() and not resume:
         raise ConfigError(f"{paths.root} already holds a training run; pass --resume to continue it or choose another --out")
     state = {"epoch": 0, "best_val_iou": -1.0, "best_epoch": 0, "wait": 0, "history": [], "stopped_early": False,
@@ -202,11 +212,12 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
             _compile(model, cfg, steps)
     train_ds = make_dataset(tr.x, tr.y, cfg, training=True)
     val_ds = make_dataset(va.x, va.y, cfg, training=False)
-    keeper = RunKeeper(paths, cfg, state, write=chief)
+    keeper = RunKeeper(paths, cfg, state, write=True)
     cbs = [keeper, keras.callbacks.TensorBoard(log_dir=str(paths.logs), profile_batch=0, write_graph=False)] if chief else [keeper]
     t0 = time.perf_counter()
     start_epoch = state["epoch"]
     model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
+              steps_per_epoch=steps_for(len(tr.x), cfg), validation_steps=steps_for(len(va.x), cfg),
               callbacks=cbs + list(callbacks or []), verbose=verbose)
     seconds = time.perf_counter() - t0
     epochs_run = state["epoch"] - start_epoch
@@ -216,7 +227,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
             f"(epoch {state['epoch']}) is kept at {paths.last if state['epoch'] else 'nowhere (no epoch finished)'}; "
             "lower --lr or check the data")
     if not chief:
-        return {"chief": False, "epochs": state["epoch"]}
+        shutil.rmtree(paths.root, ignore_errors=True)
+        return {"chief": False, "epochs": state["epoch"], "worker": _worker_label()}
     best = checkpoint.load_model(paths.model)
     probs = best.predict(normalise(va.x), batch_size=cfg.batch_size, verbose=0)
     threshold = choose_threshold(probs, va.y, cfg.task)

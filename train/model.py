@@ -17,7 +17,8 @@ def _conv_block(x, filters: int, cfg: TrainConfig, name: str):
         x = L.Conv2D(filters, 3, padding="same", use_bias=not cfg.batchnorm,
                      kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
         if cfg.batchnorm:
-            x = L.BatchNormalization(name=f"{name}_bn{i}")(x)
+            # momentum 0.9: short CPU runs take few steps, and 0.99 leaves inference statistics stale
+            x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = L.ReLU(name=f"{name}_relu{i}")(x)
     return x
 

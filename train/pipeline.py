@@ -62,4 +62,15 @@ def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bo
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
     scale, offset = NORMALISATION["scale"] * 255.0, NORMALISATION["offset"]
     ds = ds.map(lambda a, b: (a * scale + offset, b))
-    return ds.batch(cfg.batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    if cfg.strategy == "default":
+        return ds.batch(cfg.batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    # Distributed: every worker must see the same number of full batches, so shard by element,
+    # repeat, and let fit() count steps (see steps_for).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.repeat().batch(cfg.batch_size, drop_remainder=True).with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_for(n: int, cfg: TrainConfig) -> int | None:
+    """Steps per epoch for the distributed (repeated) datasets; None = until the data ends."""
+    return None if cfg.strategy == "default" else max(1, n // cfg.batch_size)
