@@ -14,13 +14,15 @@ class DemoConfig:
 
     frames: int = 300
     frame_size: tuple[int, int] = (720, 480)
-    model_size: tuple[int, int] = (192, 128)
-    filters: int = 16
+    # 384×256 with 8 filters costs the same MACs as 192×128 with 16 and learned faster (val IoU
+    # 0.53 vs 0.46 after 10 epochs): small rocks need pixels more than the net needs channels.
+    model_size: tuple[int, int] = (384, 256)
+    filters: int = 8
     depth: int = 4
-    epochs: int = 14
-    batch_size: int = 16
-    compress_epochs: int = 3
-    qat_epochs: int = 2
+    epochs: int = 16
+    batch_size: int = 8
+    compress_epochs: int = 2
+    qat_epochs: int = 1
     calib_frames: int = 100
     bench_frames: int = 30
     sample_frames: int = 8
