@@ -30,8 +30,9 @@ def peak_rss_mb() -> float:
 def open_model(path: Path, threads: int):
     """(meta, predict, engine name, engine's thread setting) for a Keras file (TensorFlow) or an exported file (runtime)."""
     if path.suffix in KERAS_SUFFIXES:
-        import lunarseg.train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-        import tensorflow as tf
+        from lunarseg.train.tf_env import import_tensorflow_quietly
+
+        tf = import_tensorflow_quietly()
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "lunarseg.benchmarks.cli",
     "lunarseg.pipeline",
 )
+# Subcommands that load TensorFlow in this process (the others never do).
+TENSORFLOW_COMMANDS = {"train", "evaluate", "compress", "export", "demo"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            from lunarseg.train.tf_env import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         code = args.func(args)
     except LunarsegError as exc:
         print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)
