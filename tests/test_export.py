@@ -17,22 +17,10 @@ from lunarseg.export.parity import IoUDropError, ParityError, check_gate, compar
 from lunarseg.runtime.errors import ConfigError, DatasetError, ModelFileError
 from lunarseg.runtime.metadata import ModelMeta, read_onnx_metadata_map, read_tflite_metadata
 from lunarseg.train.checkpoint import file_sha256
-from lunarseg.train.data import SplitArrays
+
+from test_train import blobs  # the shared tiny "bright squares" data
 
 LOOSE = 0.15  # tiny models are noisy: the int8 gate here only proves the drop is measured and gated
-
-
-def blobs(n, seed=0, size=32):
-    """Frames with bright squares as 'rocks': learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(40, 90, (n, size, size, 1), dtype=np.uint8)
-    y = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        for _ in range(3):
-            r, c, s = rng.integers(0, size - 8, 2).tolist() + [int(rng.integers(3, 8))]
-            y[i, r:r + s, c:c + s] = 1
-    x[..., 0][y == 1] += 120
-    return SplitArrays(x, y, [str(i) for i in range(n)])
 
 
 CALIB = blobs(24, seed=5).x

@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--no-batchnorm", action="store_true")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--rotate", action="store_true", help="also augment with vertical flips and 90° rotations")
     p.add_argument("--max-frames", type=int, default=0, help="cap frames per split (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="default", help="default | mirrored | multi-worker (reads TF_CONFIG)")
@@ -66,7 +67,7 @@ def config_from_args(args):
     return TrainConfig(width=width, height=height, depth=args.depth, filters=args.filters, colour_mode=args.colour,
                        task=args.task, batchnorm=not args.no_batchnorm, dropout=args.dropout, loss=args.loss,
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, patience=args.patience,
-                       augment=not args.no_augment, seed=args.seed, strategy=args.strategy,
+                       augment=not args.no_augment, rotate=args.rotate, seed=args.seed, strategy=args.strategy,
                        max_frames=args.max_frames).validate()
 
 

@@ -32,6 +32,9 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # "cosine" | "constant"
     patience: int = 6
     augment: bool = True
+    # Vertical flips and 90° rotations: off by default, since a rover camera always has the sky
+    # on top and near rocks at the bottom, and that perspective is a cue worth keeping.
+    rotate: bool = False
     seed: int = 0
     strategy: str = "default"
     max_frames: int = 0  # 0 = all frames of each split

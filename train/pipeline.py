@@ -16,17 +16,18 @@ def normalise(x_uint8: np.ndarray) -> np.ndarray:
     return x_uint8.astype(np.float32) * NORMALISATION["scale"] + NORMALISATION["offset"]
 
 
-def _augment(image, mask, seed, square: bool):
+def _augment(image, mask, seed, rotate: bool):
     """image float32 H×W×C in [0, 1], mask uint8 H×W×1; the same geometry for both."""
     seeds = tf.random.experimental.stateless_split(seed, num=9)
     u = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)  # noqa: E731
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     both = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
     both = tf.cond(u(0) < 0.5, lambda: tf.image.flip_left_right(both), lambda: both)
-    both = tf.cond(u(1) < 0.5, lambda: tf.image.flip_up_down(both), lambda: both)
-    if square:
-        k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
-        both = tf.image.rot90(both, k)
+    if rotate:
+        both = tf.cond(u(1) < 0.5, lambda: tf.image.flip_up_down(both), lambda: both)
+        if image.shape[0] == image.shape[1]:  # 90° turns keep the shape only for square inputs
+            k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+            both = tf.image.rot90(both, k)
     # random scale: crop a window of 70–100 % of the side, resize back (nearest keeps labels exact)
     scale = u(3, 0.7, 1.0)
     ch = tf.cast(tf.cast(h, tf.float32) * scale, tf.int32)
@@ -55,9 +56,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bo
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
         if cfg.augment:
             seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
-            square = cfg.width == cfg.height
             ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda xy, s: _augment(xy[0], xy[1], s, square), num_parallel_calls=tf.data.AUTOTUNE)
+                lambda xy, s: _augment(xy[0], xy[1], s, cfg.rotate), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
     scale, offset = NORMALISATION["scale"] * 255.0, NORMALISATION["offset"]
