@@ -49,7 +49,7 @@ def register(sub) -> None:
     c.add_argument("--qat", action="store_true", help="quantization-aware training after pruning")
     c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
     c.add_argument("--qat-epochs", type=int, default=2)
-    c.add_argument("--lr", type=float, default=5e-4)
+    c.add_argument("--lr", type=float, default=1e-3)
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--name", default="", help="variant name (default from the options, e.g. pruned50-pqat)")
     c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
