@@ -3,21 +3,23 @@ threshold on validation data; draw the best and worst frames."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from lunarseg.runtime import atomic
 from lunarseg.runtime.masks import class_names, overlay
 from lunarseg.runtime.metrics import MetricAccumulator, iou
+from lunarseg.runtime.preprocess import probs_to_classes
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
 
 
 def to_classes(probs: np.ndarray, task: str, threshold: float) -> np.ndarray:
-    """N×H×W×K probabilities → N×H×W class indices (threshold for sigmoid, argmax for softmax)."""
-    if probs.shape[-1] == 1:
-        return (probs[..., 0] > threshold).astype(np.uint8)
-    return probs.argmax(axis=-1).astype(np.uint8)
+    """N×H×W×K probabilities → N×H×W class indices, by the runtime's one post-processing rule
+    (threshold for sigmoid heads, argmax for softmax) at any threshold (for the sweep)."""
+    rule = SimpleNamespace(output_activation="sigmoid" if probs.shape[-1] == 1 else "softmax", threshold=threshold)
+    return np.stack([probs_to_classes(p, rule) for p in probs]) if len(probs) else np.zeros(probs.shape[:-1], np.uint8)
 
 
 def score_arrays(probs: np.ndarray, y: np.ndarray, task: str, threshold: float) -> dict:
