@@ -27,8 +27,8 @@ class DemoConfig:
     calib_frames: int = 100
     bench_frames: int = 20
     sample_frames: int = 8
-    formats: str = "all"  # for the trained model; variants get the deployable subset below
-    variant_formats: str = "tflite-fp32,tflite-int8,onnx-fp32,onnx-int8"
+    formats: str = "all"
+    variant_formats: str = "all"
     max_iou_drop: float = 0.02
     seed: int = 1
 
