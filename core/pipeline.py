@@ -88,7 +88,8 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} on {report['frames']} frames")
 
     _step("4/8 compress (pruning, QAT, PQAT)", t0)
-    from lunarseg.train.compress import DEFAULT_VARIANTS, compress, format_report, report_rows, variant_dirs
+    from lunarseg.train.checkpoint import variant_dirs
+    from lunarseg.train.compress import DEFAULT_VARIANTS, compress, format_report, report_rows
 
     done = {d.name for d in variant_dirs(run)}
     for v in DEFAULT_VARIANTS:
@@ -98,10 +99,10 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     print(format_report(report_rows(run)))
 
     _step("5/8 export TFLite + ONNX (parity-checked through the runtime)", t0)
-    from lunarseg.export.exporter import export_model, variant_dirs as export_variants
+    from lunarseg.export.exporter import export_model
 
     records = export_model(run, cfg.formats, data_dir=data, calib_frames=cfg.calib_frames, max_iou_drop=cfg.max_iou_drop)
-    for vdir in export_variants(run):
+    for vdir in variant_dirs(run):
         records += export_model(vdir, cfg.variant_formats, data_dir=data, calib_frames=cfg.calib_frames,
                                 max_iou_drop=cfg.max_iou_drop)
     failed = [r for r in records if getattr(r, "status", "ok") != "ok"]

@@ -274,21 +274,13 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
     return records
 
 
-def variant_dirs(run_dir: str | Path) -> list[Path]:
-    """RUN/compressed/* folders that hold a model (model.keras, or model.h5 for QAT), sorted by name."""
-    from lunarseg.train.checkpoint import model_file
-
-    base = Path(run_dir) / "compressed"
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.iterdir() if model_file(p).exists() and (p / "meta.json").exists())
-
-
 def export_run(run_dir, formats, data_dir=None, include_variants: bool = True, **kwargs) -> list[ArtifactRecord]:
     """Export the run's base model and (by default) every RUN/compressed/* variant; one manifest."""
     run_dir = Path(run_dir)
     records = export_model(run_dir, formats, data_dir=data_dir, **kwargs)
     if include_variants:
+        from lunarseg.train.checkpoint import variant_dirs
+
         for vdir in variant_dirs(run_dir):
             records += export_model(vdir, formats, data_dir=data_dir, **kwargs)
     return records

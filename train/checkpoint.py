@@ -24,6 +24,14 @@ def model_file(directory: str | Path) -> Path:
     return Path(directory) / MODEL_FILES[0]
 
 
+def variant_dirs(run_dir: str | Path) -> list[Path]:
+    """RUN/compressed/* folders holding a model file and its meta.json, sorted by name."""
+    root = Path(run_dir) / "compressed"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if model_file(p).exists() and (p / "meta.json").exists())
+
+
 def is_quantize_aware(model: keras.Model) -> bool:
     return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 

@@ -103,7 +103,8 @@ def _evaluate(args) -> int:
 def _compress(args) -> int:
     import dataclasses
 
-    from lunarseg.train.compress import DEFAULT_VARIANTS, CompressConfig, format_report, report_rows, variant_dirs
+    from lunarseg.train.checkpoint import variant_dirs
+    from lunarseg.train.compress import DEFAULT_VARIANTS, CompressConfig, format_report, report_rows
 
     if not args.report:
         common = dict(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, qat_epochs=args.qat_epochs,

@@ -192,11 +192,6 @@ def load_variant(path: str | Path):
     return checkpoint.load_model(path)
 
 
-def variant_dirs(run_dir: str | Path) -> list[Path]:
-    root = Path(run_dir) / "compressed"
-    return sorted(p for p in root.glob("*") if (p / "meta.json").exists()) if root.exists() else []
-
-
 def report_rows(run_dir: str | Path) -> list[dict]:
     """One row per variant: sparsity, dense bytes, gzip bytes, val IoU, IoU drop vs the parent."""
     import gzip
@@ -206,7 +201,7 @@ def report_rows(run_dir: str | Path) -> list[dict]:
     rows = [{"variant": "(trained)", "sparsity": kernel_sparsity(load_variant(model_path))["overall"],
              "bytes": model_path.stat().st_size, "gzip_bytes": len(gzip.compress(model_path.read_bytes(), 9)),
              "val_iou": base_iou, "iou_drop": 0.0, "qat": False}]
-    for d in variant_dirs(run_dir):
+    for d in checkpoint.variant_dirs(run_dir):
         vmeta = json.loads((d / "meta.json").read_text())
         data = checkpoint.model_file(d).read_bytes()
         comp = vmeta["extra"].get("compress", {})
