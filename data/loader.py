@@ -15,7 +15,7 @@ import numpy as np
 from lunarseg.data import layout
 from lunarseg.data.splits import SplitFractions, assign_splits, check_split_name
 from lunarseg.runtime.errors import DatasetError, ImageError, unknown_key
-from lunarseg.runtime.imageio import read_image, resize, to_gray, to_rgb
+from lunarseg.runtime.imageio import read_image, resize, to_model_pixels
 from lunarseg.runtime.masks import class_names, decode_colour_mask
 
 MASK_KINDS = ("clean", "ground")
@@ -188,8 +188,8 @@ def load_arrays(pairs: list[FramePair], size_hw: tuple[int, int], task: str = "b
 
     def fill(i: int) -> None:
         image, classes = load_pair(pairs[i], task)
-        image = resize(image, size_hw)  # resize, then colour: the order lunarseg.runtime.preprocess uses
-        x[i] = to_gray(image)[..., None] if channels == 1 else to_rgb(image)
+        image = to_model_pixels(image, size_hw, colour_mode)  # the runtime's own pre-processing
+        x[i] = image[..., None] if channels == 1 else image
         y[i] = resize(classes, size_hw, nearest=True)
 
     workers = workers or min(8, os.cpu_count() or 1)

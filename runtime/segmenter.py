@@ -141,6 +141,7 @@ class Segmenter:
             probs, pre_ms, infer_ms = self._probs_tiled(frame)
             t3 = time.perf_counter()
             classes = preprocess.probs_to_classes(probs, self.meta)
+            st = stats.rock_stats(classes, self._rock, self.meta.class_names)
         else:
             x = preprocess.prepare(frame, self.meta, out=self._in_buf[0])
             t2 = time.perf_counter()
@@ -148,8 +149,9 @@ class Segmenter:
             t3 = time.perf_counter()
             pre_ms, infer_ms = (t2 - t1) * 1e3, (t3 - t2) * 1e3
             del x
-            classes = preprocess.mask_to_frame_size(preprocess.probs_to_classes(probs[0], self.meta), (h, w))
-        st = stats.rock_stats(classes, self._rock, self.meta.class_names)
+            small = preprocess.probs_to_classes(probs[0], self.meta)
+            classes = preprocess.mask_to_frame_size(small, (h, w))
+            st = stats.rock_stats(small, self._rock, self.meta.class_names, frame_hw=(h, w))
         t4 = time.perf_counter()
         timings = {"decode": (t1 - t0) * 1e3, "preprocess": pre_ms, "infer": infer_ms,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
@@ -175,8 +177,9 @@ class Segmenter:
         n = max(len(decoded), 1)
         for f, p in zip(decoded, probs):
             s = time.perf_counter()
-            classes = preprocess.mask_to_frame_size(preprocess.probs_to_classes(p, m), f.shape[:2])
-            st = stats.rock_stats(classes, self._rock, m.class_names)
+            small = preprocess.probs_to_classes(p, m)
+            classes = preprocess.mask_to_frame_size(small, f.shape[:2])
+            st = stats.rock_stats(small, self._rock, m.class_names, frame_hw=f.shape[:2])
             post = (time.perf_counter() - s) * 1e3
             timings = {"decode": (t1 - t0) * 1e3 / n, "preprocess": (t2 - t1) * 1e3 / n,
                        "infer": (t3 - t2) * 1e3 / n, "postprocess": post}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lunarseg.runtime.imageio import nearest_source_index, resize
+
 __all__ = ["find_runs", "label_runs", "label_components", "component_areas", "rock_stats",
            "HAZARD_ROWS", "HAZARD_COLS"]
 
@@ -88,23 +90,46 @@ def component_areas(mask: np.ndarray) -> np.ndarray:
     return np.bincount(labels, weights=ends - starts, minlength=n).astype(np.int64)
 
 
-def rock_stats(classes: np.ndarray, rock: tuple[int, ...] = (1,), class_names=None) -> dict:
-    """Rock fraction, count, largest rock and a hazard summary for the path ahead, in frame pixels."""
+def rock_stats(classes: np.ndarray, rock: tuple[int, ...] = (1,), class_names=None,
+               frame_hw: tuple[int, int] | None = None) -> dict:
+    """Rock fraction, count, largest rock and a hazard summary for the path ahead, in frame pixels.
+
+    With `frame_hw` larger than `classes` (a model-size mask that runtime.preprocess.mask_to_frame_size
+    will upscale), the figures are those of the upscaled mask, computed exactly on the small one:
+    nearest-neighbour upscaling keeps 8-connectivity, so each small pixel only weighs the block of
+    frame pixels it becomes. ~3× cheaper than labelling the 720×480 mask.
+    """
     c = np.asarray(classes)
-    h, w = c.shape
+    hs, ws = c.shape
+    h, w = (hs, ws) if frame_hw is None else (int(frame_hw[0]), int(frame_hw[1]))
+    if h < hs or w < ws:  # a downscaled mask loses pixels: measure the real thing
+        return rock_stats(resize(np.ascontiguousarray(c, dtype=np.uint8), (h, w), nearest=True), rock, class_names)
+    ri = nearest_source_index(hs, h) if h != hs else np.arange(h)
+    ci = nearest_source_index(ws, w) if w != ws else np.arange(w)
+    row_w = np.bincount(ri, minlength=hs)
+    col_pos = np.concatenate(([0], np.cumsum(np.bincount(ci, minlength=ws))))  # frame column where each small column starts
+    row_last = np.cumsum(row_w) - 1  # last frame row of each small row
+
     is_rock = c == rock[0] if len(rock) == 1 else np.isin(c, rock)
     rows, starts, ends = find_runs(is_rock)
-    labels, n = label_runs(rows, starts, ends, w)
-    lengths = ends - starts
+    labels, n = label_runs(rows, starts, ends, ws)
+    lengths = row_w[rows] * (col_pos[ends] - col_pos[starts])  # frame pixels of each run
     areas = np.bincount(labels, weights=lengths, minlength=n) if n else np.zeros(0)
     rock_px = int(lengths.sum())
     r0 = h - max(1, int(round(h * HAZARD_ROWS)))
     c0, c1 = int(round(w * HAZARD_COLS[0])), max(int(round(w * HAZARD_COLS[0])) + 1, int(round(w * HAZARD_COLS[1])))
-    region = is_rock[r0:, c0:c1]
+    region_px = (h - r0) * (c1 - c0)
+    if (h, w) == (hs, ws):
+        region_rock = float(np.count_nonzero(is_rock[r0:, c0:c1]))
+    else:  # weight the small block under the region by the frame pixels each small pixel becomes
+        rs, cs, ce = ri[r0], ci[c0], ci[c1 - 1] + 1
+        region_rows = np.bincount(ri[r0:] - rs, minlength=hs - rs).astype(np.float64)
+        region_cols = np.bincount(ci[c0:c1] - cs, minlength=ce - cs).astype(np.float64)
+        region_rock = float(region_rows @ is_rock[rs:, cs:ce] @ region_cols)
     # nearest rock = lowest rock row; in the path = any run overlapping the centre columns
-    nearest = int(h - 1 - rows.max()) if len(rows) else None
-    in_path = (starts < c1) & (ends > c0)
-    nearest_path = int(h - 1 - rows[in_path].max()) if in_path.any() else None
+    nearest = int(h - 1 - row_last[rows.max()]) if len(rows) else None
+    in_path = (col_pos[starts] < c1) & (col_pos[ends] > c0)
+    nearest_path = int(h - 1 - row_last[rows[in_path].max()]) if in_path.any() else None
     out = {
         "height": int(h), "width": int(w),
         "rock_pixels": rock_px,
@@ -113,12 +138,13 @@ def rock_stats(classes: np.ndarray, rock: tuple[int, ...] = (1,), class_names=No
         "largest_rock_px": int(areas.max()) if n else 0,
         "hazard": {
             "region": {"rows": [int(r0), int(h)], "cols": [int(c0), int(c1)]},
-            "rock_fraction": float(region.mean()) if region.size else 0.0,
+            "rock_fraction": region_rock / region_px if region_px else 0.0,
             "nearest_rock_px": nearest,
             "nearest_rock_in_path_px": nearest_path,
         },
     }
     if class_names is not None and len(class_names) > 2:
-        counts = np.bincount(c.ravel(), minlength=len(class_names))[: len(class_names)]
+        weights = (row_w[:, None] * np.diff(col_pos)[None, :]).ravel()
+        counts = np.bincount(c.ravel(), weights=weights, minlength=len(class_names))[: len(class_names)]
         out["class_fractions"] = {str(name): float(v) / (h * w) for name, v in zip(class_names, counts)}
     return out

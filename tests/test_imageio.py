@@ -66,3 +66,35 @@ def test_palette_is_expanded_to_rgb(tmp_path):
 def test_single_channel_stays_two_dimensional(tmp_path):
     gray = np.arange(20, dtype=np.uint8).reshape(4, 5)
     assert np.array_equal(read_image(write_file(tmp_path / "gray.png", png_bytes(gray))), gray)
+
+
+def test_nearest_resize_of_label_maps_is_exactly_pillows_nearest():
+    from PIL import Image
+
+    from lunarseg.runtime.imageio import resize
+
+    rng = np.random.default_rng(1)
+    for h, w in [(128, 192), (7, 5), (33, 17)]:
+        for hh, ww in [(480, 720), (3, 4), (1000, 31)]:
+            labels = rng.integers(0, 4, (h, w), dtype=np.uint8)
+            want = np.asarray(Image.fromarray(labels).resize((ww, hh), Image.NEAREST))
+            assert np.array_equal(resize(labels, (hh, ww), nearest=True), want)
+
+
+def test_model_pixels_are_gray_first_and_within_a_gray_level_of_plain_bilinear():
+    from PIL import Image
+
+    from lunarseg.runtime.imageio import to_model_pixels
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:480, 0:720]
+    base = 120 + 60 * np.sin(xx / 37.0) * np.cos(yy / 23.0) + rng.normal(0, 8, (480, 720))
+    frame = np.clip(np.stack([base, base * 0.98, base * 0.9], axis=2), 0, 255).astype(np.uint8)
+    got = to_model_pixels(frame, (128, 192), "gray")
+    assert got.shape == (128, 192) and got.dtype == np.uint8
+    exact = np.asarray(Image.fromarray(frame).convert("L").resize((192, 128), Image.BILINEAR)).astype(int)
+    diff = np.abs(got.astype(int) - exact)
+    assert diff.mean() < 1.0 and diff.max() <= 8
+    rgb = to_model_pixels(frame, (128, 192), "rgb")
+    assert rgb.shape == (128, 192, 3)
+    assert np.array_equal(to_model_pixels(frame[:, :, 0], (480, 720), "gray"), frame[:, :, 0])  # same size: as is

@@ -98,3 +98,17 @@ def test_four_class_rock_merges_small_and_large_rock_classes():
     s = rock_stats(c, rock=(2, 3), class_names=["background", "sky", "small_rock", "large_rock"])
     assert s["rock_count"] == 2 and s["largest_rock_px"] == 2
     assert s["class_fractions"]["sky"] == pytest.approx(2 / 9)
+
+
+@pytest.mark.parametrize("small_hw,frame_hw", [((128, 192), (480, 720)), ((8, 12), (17, 40)), ((5, 7), (5, 7)),
+                                               ((16, 16), (16, 50)), ((20, 30), (10, 15))])
+def test_stats_from_the_model_size_mask_equal_stats_of_the_upscaled_mask(small_hw, frame_hw):
+    from lunarseg.runtime.preprocess import mask_to_frame_size
+
+    rng = np.random.default_rng(sum(small_hw) + sum(frame_hw))
+    names = ["background", "sky", "small_rock", "large_rock"]
+    for density in (0.0, 0.05, 0.3, 0.7):
+        small = (rng.random(small_hw) < density).astype(np.uint8) * rng.integers(1, 4, small_hw).astype(np.uint8)
+        big = mask_to_frame_size(small, frame_hw)
+        for rock, cls in (((1,), None), ((2, 3), names)):
+            assert rock_stats(small, rock, cls, frame_hw=frame_hw) == rock_stats(big, rock, cls)
