@@ -122,3 +122,55 @@ def test_cli_rejects_bad_sparsity_in_one_line(run, capsys):
     assert main(["compress", str(run), "--sparsity", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["lunarseg compress: error: sparsity must be in [0, 0.99], got 1.5"]
+
+
+class StopAfterEpochs(keras.callbacks.Callback):
+    """Simulates a kill after `n` epochs of the phase it is attached to."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen += 1
+        if self.seen >= self.n:
+            raise KeyboardInterrupt
+
+
+def _state(run, variant):
+    import json
+
+    return json.loads((run / "compressed" / variant / "checkpoints" / "state.json").read_text())
+
+
+def test_interrupted_pruning_resumes_from_the_next_epoch_and_still_reaches_the_sparsity(run):
+    cfg = CompressConfig(sparsity=0.5, epochs=3, batch_size=8, name="resume-prune")
+    with pytest.raises(KeyboardInterrupt):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, callbacks=[StopAfterEpochs(1)])
+    assert (_state(run, "resume-prune")["phase"], _state(run, "resume-prune")["epoch"]) == ("prune", 1)
+    with pytest.raises(ConfigError, match=r"interrupted fine-tune is there \(prune epoch 1\); pass --resume"):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0)
+    with pytest.raises(ConfigError, match=r"changed config: epochs: 3 -> 4"):
+        compress(run, dataclasses.replace(cfg, epochs=4), train_arrays=TR, val_arrays=VA, verbose=0, resume=True)
+    summary = compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, resume=True)
+    assert [e["epoch"] for e in summary["epochs_run"]] == [1, 2, 3]
+    assert abs(summary["sparsity"] - 0.5) <= 0.01
+    assert not (run / "compressed" / "resume-prune" / "checkpoints").exists()
+
+
+def test_interrupted_pqat_resumes_inside_qat_and_keeps_the_zeros(run):
+    cfg = CompressConfig(sparsity=0.5, epochs=1, qat=True, preserve_sparsity=True, qat_epochs=2, batch_size=8,
+                         name="resume-pqat")
+    stop = StopAfterEpochs(2)  # one pruning epoch, then one QAT epoch
+    with pytest.raises(KeyboardInterrupt):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, callbacks=[stop])
+    assert (_state(run, "resume-pqat")["phase"], _state(run, "resume-pqat")["epoch"]) == ("qat", 1)
+    summary = compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, resume=True)
+    assert [(e["phase"], e["epoch"]) for e in summary["epochs_run"]] == [("prune", 1), ("qat", 1), ("qat", 2)]
+    assert summary["sparsity"] >= 0.99 * summary["sparsity_before_qat"] > 0.45
+
+
+def test_resume_without_an_interrupted_fine_tune_is_refused(run):
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        compress(run, CompressConfig(sparsity=0.5, epochs=1, name="never-started"), train_arrays=TR, val_arrays=VA,
+                 verbose=0, resume=True)

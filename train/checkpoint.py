@@ -62,7 +62,7 @@ def load_model(path: str | Path, *, compile: bool = False) -> keras.Model:
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        with tfmot.quantization.keras.quantize_scope():
+        with tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope():
             return keras.models.load_model(path, compile=compile)
     except Exception as exc:  # zip/h5/json errors of a damaged or foreign file
         raise ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {str(exc)[:120]})") from None

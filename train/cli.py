@@ -55,7 +55,9 @@ def register(sub) -> None:
     c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
     c.add_argument("--max-frames", type=int, default=0)
     c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat")
-    c.add_argument("--force", action="store_true", help="with --all, remake variants that already exist")
+    c.add_argument("--force", action="store_true", help="start over: remake existing variants (--all) and drop "
+                   "an interrupted fine-tune's checkpoints")
+    c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")
     c.add_argument("--report", action="store_true", help="only print the table of existing variants")
     c.set_defaults(func=_compress)
 
@@ -120,8 +122,13 @@ def _compress(args) -> int:
             cfg.validate()
         from lunarseg.train.compress import compress
 
+        from lunarseg.train.checkpoint import resolve_model
+
+        variants_root = resolve_model(args.run)[0].parent / "compressed"
         for cfg in configs:
-            s = compress(args.run, cfg, data_dir=args.data, verbose=1)
+            interrupted = (variants_root / cfg.variant / "checkpoints" / "state.json").exists()
+            resume = args.resume and (interrupted or not args.all)  # --all --resume: continue those that stopped
+            s = compress(args.run, cfg, data_dir=args.data, verbose=1, resume=resume, force=args.force)
             print(f"{s['variant']}: sparsity {s['sparsity']:.3f}, val IoU {s['val_iou_before']:.4f} -> "
                   f"{s['val_iou_after']:.4f} ({-s['iou_drop']:+.4f}), {s['seconds']} s")
     print(format_report(report_rows(args.run)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +124,40 @@ def apply_qat(model, preserve_sparsity: bool):
                           "supports (e.g. UpSampling2D + Conv2D), give it a QuantizeConfig, or compress without --qat") from None
 
 
-def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, lr: float, callbacks, verbose):
+class PhaseKeeper(keras.callbacks.Callback):
+    """After every fine-tuning epoch: all variables of the wrapped model and its optimizer (a TF
+    checkpoint: kernels, pruning masks and step, quantizer ranges, Adam moments) and then
+    checkpoints/state.json, so `--resume` continues from the next epoch.
+
+    The wrappers are rebuilt on resume rather than deserialised: pruning-preserving QAT derives its
+    sparsity mask from the weights it wraps, and a reloaded H5 would rebuild it from random ones.
+    """
+
+    def __init__(self, ckpt: Path, state: dict, phase: str, t0: float):
+        super().__init__()
+        self.ckpt, self.state, self.phase, self.t0 = ckpt, state, phase, t0
+        self.manager = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.manager is None:  # keep two: state.json may still name the older one if we die in between
+            track = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            self.manager = tf.train.CheckpointManager(track, str(self.ckpt / self.phase), max_to_keep=2)
+        saved = self.manager.save(checkpoint_number=epoch + 1)
+        self.state.update(phase=self.phase, epoch=epoch + 1, checkpoint=Path(saved).name,
+                          seconds=round(time.perf_counter() - self.t0, 1))
+        self.state["history"].append({"phase": self.phase, "epoch": epoch + 1,
+                                      **{k: float(v) for k, v in (logs or {}).items()}})
+        atomic.write_json(self.ckpt / "state.json", self.state)
+
+
+def _compile(model, tcfg: TrainConfig, lr: float):
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(tcfg.loss), metrics=[losses.RockScore("iou")])
+    return model
+
+
+def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, callbacks, verbose, initial_epoch=0):
     model.fit(make_dataset(tr.x, tr.y, tcfg, training=True), validation_data=make_dataset(va.x, va.y, tcfg, training=False),
-              epochs=epochs, callbacks=callbacks, verbose=verbose)
+              epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
     return model
 
 
@@ -136,9 +167,35 @@ def _val_scores(model, va: SplitArrays, task: str, threshold: float | None = Non
     return threshold, score_arrays(probs, va.y, task, threshold)
 
 
+def _resume_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, resume: bool) -> dict | None:
+    """The saved state of an interrupted fine-tune of this variant, checked against the request."""
+    path = ckpt / "state.json"
+    if not path.exists():
+        if resume:
+            raise ConfigError(f"{ckpt.parent}: nothing to resume (no checkpoints/state.json); start without --resume")
+        return None
+    state = json.loads(path.read_text())
+    if not resume:
+        raise ConfigError(f"{ckpt.parent}: an interrupted fine-tune is there ({state['phase']} epoch {state['epoch']}); "
+                          "pass --resume to continue it or --force to start over")
+    old, new = state["config"], dataclasses.asdict(cfg)
+    diffs = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k != "max_frames" and old.get(k) != new[k]]
+    if diffs:
+        raise ConfigError(f"--resume with a changed config: {'; '.join(diffs)}; use the original options or --force")
+    if state["parent_hash"] != parent_hash:
+        raise ConfigError(f"--resume: the trained model changed since this fine-tune started (sha256 "
+                          f"{state['parent_hash'][:12]} -> {parent_hash[:12]}); use --force to start over")
+    return state
+
+
 def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path | None = None, verbose: int = 2,
-             train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None) -> dict:
-    """Make one variant under RUN/compressed/VARIANT/; returns its summary (also in meta.json)."""
+             train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
+             resume: bool = False, force: bool = False, callbacks: list | None = None) -> dict:
+    """Make one variant under RUN/compressed/VARIANT/; returns its summary (also in meta.json).
+
+    Fine-tuning runs in phases (prune or finetune, then qat); each epoch is checkpointed, and
+    `resume=True` continues an interrupted variant from its next epoch. `force` starts over.
+    """
     cfg.validate()
     model_path, meta = checkpoint.resolve_model(run_dir)
     tcfg = TrainConfig.from_dict(meta.train_config)
@@ -151,22 +208,53 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         train_arrays = train_arrays or load_split(data_dir, "train", **kw)
         val_arrays = val_arrays or load_split(data_dir, "val", **kw)
     out = Path(model_path).parent / "compressed" / cfg.variant
+    ckpt = out / "checkpoints"
+    parent_hash = checkpoint.file_sha256(model_path)
+    if force and ckpt.exists():
+        shutil.rmtree(ckpt)
+    state = _resume_state(ckpt, cfg, parent_hash, resume)
     parent = checkpoint.load_model(model_path)
     _, before = _val_scores(parent, val_arrays, meta.task, meta.threshold)
+    if state is None:
+        state = {"config": dataclasses.asdict(cfg), "parent_hash": parent_hash, "phase": "", "epoch": 0,
+                 "seconds": 0.0, "history": []}
+    ckpt.mkdir(parents=True, exist_ok=True)
+    cbs = list(callbacks or [])
     steps_per_epoch = math.ceil(len(train_arrays.x) / cfg.batch_size)
-    t0 = time.perf_counter()
-    model = parent
-    if cfg.sparsity > 0:
-        pruned = apply_pruning(parent, cfg, steps_per_epoch * cfg.epochs)
-        _fit(pruned, train_arrays, val_arrays, tcfg, cfg.epochs, cfg.learning_rate,
-             [tfmot.sparsity.keras.UpdatePruningStep()], verbose)
+    t0 = time.perf_counter() - state["seconds"]
+
+    def run_phase(phase: str, make, epochs: int, lr: float, extra=()):
+        """Fit one phase; inside the saved state's phase, rebuild its model and restore the checkpoint."""
+        model, start = _compile(make(), tcfg, lr), 0
+        if state["phase"] == phase:
+            track = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+            track.restore(str(ckpt / phase / state["checkpoint"])).expect_partial()
+            start = state["epoch"]
+        else:
+            state.update(phase=phase, epoch=0)
+        if start < epochs:
+            _fit(model, train_arrays, val_arrays, tcfg, epochs, [*extra, PhaseKeeper(ckpt, state, phase, t0), *cbs],
+                 verbose, initial_epoch=start)
+        return model
+
+    first = "prune" if cfg.sparsity > 0 else ("finetune" if not cfg.qat else "")
+    staged = ckpt / "stage.keras"  # the model entering QAT, so a resume inside QAT can rebuild it
+    if state["phase"] == "qat":
+        model = checkpoint.load_model(staged)
+    elif first == "prune":
+        pruned = run_phase("prune", lambda: apply_pruning(parent, cfg, steps_per_epoch * cfg.epochs), cfg.epochs,
+                           cfg.learning_rate, extra=[tfmot.sparsity.keras.UpdatePruningStep()])
         model = tfmot.sparsity.keras.strip_pruning(pruned)
-    elif not cfg.qat:
-        _fit(model, train_arrays, val_arrays, tcfg, cfg.epochs, cfg.learning_rate, [], verbose)
+    elif first == "finetune":
+        model = run_phase("finetune", lambda: parent, cfg.epochs, cfg.learning_rate)
+    else:
+        model = parent
     pruned_sparsity = kernel_sparsity(model)
     if cfg.qat:
-        model = apply_qat(model, cfg.preserve_sparsity)
-        _fit(model, train_arrays, val_arrays, tcfg, cfg.qat_epochs, cfg.learning_rate / 2, [], verbose)
+        if state["phase"] != "qat":
+            checkpoint.save_model(model, staged)
+        stage = model
+        model = run_phase("qat", lambda: apply_qat(stage, cfg.preserve_sparsity), cfg.qat_epochs, cfg.learning_rate / 2)
     seconds = time.perf_counter() - t0
     sparsity = kernel_sparsity(model)
     threshold, after = _val_scores(model, val_arrays, meta.task)
@@ -178,12 +266,14 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         "variant": cfg.variant, "config": dataclasses.asdict(cfg), "sparsity": sparsity["overall"],
         "sparsity_layers": sparsity["layers"], "sparsity_before_qat": pruned_sparsity["overall"],
         "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
-        "val_dice_after": after["dice"], "parent_hash": checkpoint.file_sha256(model_path), "seconds": round(seconds, 1),
+        "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
+        "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in state["history"]],
     }
     vmeta = meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
                          val_metrics={k: v for k, v in after.items() if isinstance(v, (int, float, dict))},
                          extra={**meta.extra, "variant": cfg.variant, "qat": cfg.qat, "compress": summary})
     checkpoint.save_meta(variant_file, vmeta)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the variant is complete: nothing left to resume
     return summary
 
 
