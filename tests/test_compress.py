@@ -75,8 +75,10 @@ def test_report_table_lists_every_variant(run, pqat):
     names = [r["variant"] for r in rows]
     assert names[0] == "(trained)" and "pruned50-pqat" in names
     table = format_report(rows)
+    assert table.splitlines()[0].startswith("| variant | sparsity | GMAC | bytes | gzip bytes |")
     for name in names:
         assert f"| {name} |" in table
+    assert all(r["macs"] and r["macs"] > 0 for r in rows), [(r["variant"], r["macs"]) for r in rows]
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -174,3 +176,52 @@ def test_resume_without_an_interrupted_fine_tune_is_refused(run):
     with pytest.raises(ConfigError, match="nothing to resume"):
         compress(run, CompressConfig(sparsity=0.5, epochs=1, name="never-started"), train_arrays=TR, val_arrays=VA,
                  verbose=0, resume=True)
+
+
+# ---- structured channel pruning (slimming) --------------------------------------------------
+
+def test_slimming_at_full_width_is_the_identity(run):
+    from lunarseg.train.checkpoint import resolve_model, load_model
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.slim import slim_unet
+
+    path, meta = resolve_model(run)
+    parent = load_model(path)
+    same, cfg = slim_unet(parent, TrainConfig.from_dict(meta.train_config), 1.0)
+    np.testing.assert_allclose(same.predict(VA.x / 255.0, verbose=0), parent.predict(VA.x / 255.0, verbose=0), atol=1e-5)
+
+
+def test_slimming_keeps_the_channels_with_the_largest_batchnorm_scale_and_quarters_the_macs(run):
+    from lunarseg.train.checkpoint import resolve_model, load_model
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.model import count_macs
+    from lunarseg.train.slim import slim_unet
+
+    path, meta = resolve_model(run)
+    parent = load_model(path)
+    slim, cfg = slim_unet(parent, TrainConfig.from_dict(meta.train_config), 0.5)
+    assert cfg.filters == 2 and slim.get_layer("enc0_conv1").filters == 2 and slim.get_layer("mask").filters == 1
+    gamma = np.abs(parent.get_layer("enc0_bn1").gamma.numpy())
+    kept = np.sort(np.argsort(-gamma)[:2])
+    np.testing.assert_array_equal(slim.get_layer("enc0_bn1").gamma.numpy(), parent.get_layer("enc0_bn1").gamma.numpy()[kept])
+    np.testing.assert_array_equal(slim.get_layer("enc0_conv1").kernel.numpy(),
+                                  parent.get_layer("enc0_conv1").kernel.numpy()[..., kept])
+    assert count_macs(slim) / count_macs(parent) == pytest.approx(0.25, abs=0.03)
+    assert slim.predict(VA.x / 255.0, verbose=0).shape == parent.predict(VA.x / 255.0, verbose=0).shape
+
+
+def test_slim_variant_fine_tunes_records_its_width_and_converts_to_tflite(run):
+    cfg, summary = make(run, sparsity=0.0, width=0.5)
+    assert cfg.variant == "slim50" and summary["filters"] == 2
+    assert summary["macs"] / summary["macs_before"] == pytest.approx(0.25, abs=0.03)
+    model = load_variant(run / "compressed" / "slim50")
+    assert model.get_layer("enc0_conv1").filters == 2
+    meta = __import__("json").loads((run / "compressed" / "slim50" / "meta.json").read_text())
+    assert meta["train_config"]["filters"] == 2
+    assert len(tf.lite.TFLiteConverter.from_keras_model(model).convert()) > 0
+
+
+@pytest.mark.parametrize("width", [0.0, 1.5])
+def test_width_outside_zero_to_one_is_refused(width):
+    with pytest.raises(ConfigError, match=r"width must be in \(0, 1\]"):
+        CompressConfig(width=width).validate()

@@ -45,7 +45,9 @@ def register(sub) -> None:
     c.add_argument("--sparsity", type=float, default=0.5, help="target weight sparsity in [0, 0.99] (0 = no pruning)")
     c.add_argument("--schedule", default="polynomial", help="polynomial | constant")
     c.add_argument("--structure", default="unstructured", help="unstructured | 2:4")
-    c.add_argument("--epochs", type=int, default=4, help="pruning fine-tune epochs")
+    c.add_argument("--width", type=float, default=1.0, help="structured channel pruning: share of every layer's "
+                   "channels to keep, e.g. 0.5 = a quarter of the MACs (default 1 = off)")
+    c.add_argument("--epochs", type=int, default=4, help="fine-tune epochs after slimming / during pruning")
     c.add_argument("--qat", action="store_true", help="quantization-aware training after pruning")
     c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
     c.add_argument("--qat-epochs", type=int, default=2)
@@ -116,7 +118,7 @@ def _compress(args) -> int:
             configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]
             configs = [c for c in configs if args.force or c.variant not in done]
         else:
-            configs = [CompressConfig(sparsity=args.sparsity, schedule=args.schedule, structure=args.structure,
+            configs = [CompressConfig(sparsity=args.sparsity, schedule=args.schedule, structure=args.structure, width=args.width,
                                       qat=args.qat, preserve_sparsity=args.preserve_sparsity, name=args.name, **common)]
         for cfg in configs:
             cfg.validate()

@@ -22,6 +22,8 @@ from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.pipeline import make_dataset, normalise
+from lunarseg.train.model import count_macs
+from lunarseg.train.slim import slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
 
 SCHEDULES = ("polynomial", "constant")
@@ -35,6 +37,7 @@ class CompressConfig:
     sparsity: float = 0.5
     schedule: str = "polynomial"
     structure: str = "unstructured"  # or "2:4" (m-by-n structured sparsity, fixed at 50 %)
+    width: float = 1.0  # < 1: structured channel pruning first (train/slim.py), keeping this share of channels
     epochs: int = 4
     qat: bool = False
     preserve_sparsity: bool = False
@@ -59,7 +62,9 @@ class CompressConfig:
             raise ConfigError("--preserve-sparsity is a QAT scheme; add --qat")
         if self.preserve_sparsity and self.sparsity == 0:
             raise ConfigError("--preserve-sparsity needs a pruned model; give --sparsity > 0")
-        if self.epochs < 1 and self.sparsity > 0:
+        if not 0.0 < self.width <= 1.0:
+            raise ConfigError(f"width must be in (0, 1] (the share of channels kept), got {self.width}")
+        if self.epochs < 1 and (self.sparsity > 0 or self.width < 1):
             raise ConfigError("pruning needs at least one fine-tuning epoch (--epochs)")
         return self
 
@@ -67,7 +72,7 @@ class CompressConfig:
     def variant(self) -> str:
         if self.name:
             return self.name
-        parts = []
+        parts = [f"slim{round(self.width * 100)}"] if self.width < 1 else []
         if self.sparsity:
             parts.append(f"pruned{round(self.sparsity * 100)}" + ("-2of4" if self.structure == "2:4" else ""))
         if self.qat:
@@ -237,23 +242,34 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
                  verbose, initial_epoch=start)
         return model
 
-    first = "prune" if cfg.sparsity > 0 else ("finetune" if not cfg.qat else "")
+    # Phases in order; those before the saved state's phase are done (their result is inside the
+    # saved checkpoint or stage.keras), so only their model structure is rebuilt.
+    order = [p for p, wanted in (("slim", cfg.width < 1), ("prune", cfg.sparsity > 0),
+                                 ("finetune", cfg.width == 1 and cfg.sparsity == 0 and not cfg.qat),
+                                 ("qat", cfg.qat)) if wanted]
+    at = order.index(state["phase"]) if state["phase"] in order else -1
+
+    def todo(phase: str) -> bool:
+        return order.index(phase) >= at
+
     staged = ckpt / "stage.keras"  # the model entering QAT, so a resume inside QAT can rebuild it
-    if state["phase"] == "qat":
-        model = checkpoint.load_model(staged)
-    elif first == "prune":
-        pruned = run_phase("prune", lambda: apply_pruning(parent, cfg, steps_per_epoch * cfg.epochs), cfg.epochs,
+    model, model_cfg = parent, TrainConfig.from_dict(meta.train_config)
+    if "slim" in order:
+        slimmed, model_cfg = slim_unet(parent, model_cfg, cfg.width)
+        model = run_phase("slim", lambda: slimmed, cfg.epochs, cfg.learning_rate) if todo("slim") else slimmed
+    if "prune" in order and todo("prune"):
+        dense = model
+        pruned = run_phase("prune", lambda: apply_pruning(dense, cfg, steps_per_epoch * cfg.epochs), cfg.epochs,
                            cfg.learning_rate, extra=[tfmot.sparsity.keras.UpdatePruningStep()])
         model = tfmot.sparsity.keras.strip_pruning(pruned)
-    elif first == "finetune":
+    if "finetune" in order:
         model = run_phase("finetune", lambda: parent, cfg.epochs, cfg.learning_rate)
-    else:
-        model = parent
-    pruned_sparsity = kernel_sparsity(model)
     if cfg.qat:
-        if state["phase"] != "qat":
+        if todo("qat") and state["phase"] != "qat":
             checkpoint.save_model(model, staged)
-        stage = model
+        stage = checkpoint.load_model(staged) if state["phase"] == "qat" else model
+    pruned_sparsity = kernel_sparsity(stage if cfg.qat else model)
+    if cfg.qat:
         model = run_phase("qat", lambda: apply_qat(stage, cfg.preserve_sparsity), cfg.qat_epochs, cfg.learning_rate / 2)
     seconds = time.perf_counter() - t0
     sparsity = kernel_sparsity(model)
@@ -268,10 +284,13 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
         "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
         "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in state["history"]],
+        "width": cfg.width, "filters": model_cfg.filters, "macs_before": count_macs(parent), "macs": count_macs(model),
     }
     vmeta = meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
+                         train_config=model_cfg.to_dict(),
                          val_metrics={k: v for k, v in after.items() if isinstance(v, (int, float, dict))},
-                         extra={**meta.extra, "variant": cfg.variant, "qat": cfg.qat, "compress": summary})
+                         extra={**meta.extra, "variant": cfg.variant, "qat": cfg.qat, "compress": summary,
+                                "macs": summary["macs"], "params": int(model.count_params())})
     checkpoint.save_meta(variant_file, vmeta)
     shutil.rmtree(ckpt, ignore_errors=True)  # the variant is complete: nothing left to resume
     return summary
@@ -290,21 +309,24 @@ def report_rows(run_dir: str | Path) -> list[dict]:
     base_iou = meta.val_metrics.get("iou", float("nan"))
     rows = [{"variant": "(trained)", "sparsity": kernel_sparsity(load_variant(model_path))["overall"],
              "bytes": model_path.stat().st_size, "gzip_bytes": len(gzip.compress(model_path.read_bytes(), 9)),
-             "val_iou": base_iou, "iou_drop": 0.0, "qat": False}]
+             "val_iou": base_iou, "iou_drop": 0.0, "qat": False, "macs": meta.extra.get("macs")}]
     for d in checkpoint.variant_dirs(run_dir):
         vmeta = json.loads((d / "meta.json").read_text())
         data = checkpoint.model_file(d).read_bytes()
         comp = vmeta["extra"].get("compress", {})
         rows.append({"variant": d.name, "sparsity": vmeta["sparsity"], "bytes": len(data),
                      "gzip_bytes": len(gzip.compress(data, 9)), "val_iou": comp.get("val_iou_after", float("nan")),
-                     "iou_drop": comp.get("iou_drop", float("nan")), "qat": bool(vmeta["extra"].get("qat"))})
+                     "iou_drop": comp.get("iou_drop", float("nan")), "qat": bool(vmeta["extra"].get("qat")),
+                     "macs": comp.get("macs", vmeta["extra"].get("macs"))})
     return rows
 
 
 def format_report(rows: list[dict]) -> str:
-    head = "| variant | sparsity | bytes | gzip bytes | gzip/dense | val IoU | IoU drop | QAT |\n|---|---:|---:|---:|---:|---:|---:|:-:|"
+    head = ("| variant | sparsity | GMAC | bytes | gzip bytes | gzip/dense | val IoU | IoU drop | QAT |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|:-:|")
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
+        gmac = f"{r['macs'] / 1e9:.3f}" if r.get("macs") else "—"
+        lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {gmac} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
                      f"{r['gzip_bytes'] / r['bytes']:.2f} | {r['val_iou']:.4f} | {r['iou_drop']:+.4f} | {'yes' if r['qat'] else ''} |")
     return "\n".join(lines)

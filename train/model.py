@@ -47,12 +47,14 @@ def build_unet(cfg: TrainConfig) -> keras.Model:
 
 
 def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass (Conv2D layers; the rest is negligible)."""
+    """Multiply-accumulates of one forward pass (Conv2D layers, also inside tfmot's pruning or
+    quantization wrappers; the rest is negligible)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, L.Conv2D):
+        inner = getattr(layer, "layer", layer)  # tfmot wrappers hold the real layer in `.layer`
+        if isinstance(inner, L.Conv2D):
             _, h, w, cout = layer.output_shape
-            kh, kw = layer.kernel_size
+            kh, kw = inner.kernel_size
             cin = layer.input_shape[-1]
             total += h * w * cout * kh * kw * cin
     return int(total)

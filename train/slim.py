@@ -1,0 +1,97 @@
+"""Structured channel pruning ("slimming"): a narrower U-Net that keeps, in every convolution, the
+output channels that matter most in the trained one.
+
+Unstructured zeros do not make XNNPACK or onnxruntime faster (measured: 50 % sparse 25.4 ms vs dense
+23.1 ms); fewer channels do — width 0.5 leaves a quarter of the multiply-accumulates. A channel's
+importance is |gamma| of the batch norm that follows its convolution (network slimming, Liu et al.
+2017), or the L1 norm of its kernel when no batch norm follows (Li et al. 2017). The kept indices
+flow through the graph — batch norms, activations, pooling, upsampling and the skip concatenations —
+so every kernel is sliced on its input and output channels consistently. The head keeps every class.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tf_keras as keras
+
+from lunarseg.runtime.errors import ConfigError
+from lunarseg.train.config import TrainConfig
+from lunarseg.train.model import build_unet
+
+L = keras.layers
+PASS_THROUGH = (L.ReLU, L.MaxPooling2D, L.UpSampling2D, L.Dropout, L.Activation)
+
+
+def slim_filters(filters: int, width: float) -> int:
+    """Base filters of the slimmed model (at least 1)."""
+    if not 0.0 < width <= 1.0:
+        raise ConfigError(f"width must be in (0, 1], got {width}")
+    return max(1, int(round(filters * width)))
+
+
+def _inbound(layer) -> list:
+    inbound = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - the functional graph's own record
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _consumers(model: keras.Model) -> dict[str, list]:
+    users: dict[str, list] = {}
+    for layer in model.layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        for src in _inbound(layer):
+            users.setdefault(src.name, []).append(layer)
+    return users
+
+
+def channel_importance(conv, users: list) -> np.ndarray:
+    """|gamma| of the batch norm that alone consumes `conv`, else the L1 norm of each output kernel."""
+    if len(users) == 1 and isinstance(users[0], L.BatchNormalization):
+        return np.abs(users[0].gamma.numpy())
+    return np.abs(conv.kernel.numpy()).sum(axis=(0, 1, 2))
+
+
+def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras.Model, TrainConfig]:
+    """(narrow model initialised from `model`, its config) keeping `width` of every layer's channels."""
+    new_cfg = dataclasses.replace(cfg, filters=slim_filters(cfg.filters, width))
+    slim = build_unet(new_cfg)
+    users = _consumers(model)
+    keep: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        name = layer.name
+        if isinstance(layer, L.InputLayer):
+            keep[name] = np.arange(layer.output_shape[0][-1] if isinstance(layer.output_shape, list) else layer.output_shape[-1])
+            continue
+        src = _inbound(layer)
+        target = slim.get_layer(name)
+        if isinstance(layer, L.Conv2D):
+            cin = keep[src[0].name]
+            n_out = target.filters
+            if n_out >= layer.filters:
+                cout = np.arange(layer.filters)
+            else:
+                order = np.argsort(-channel_importance(layer, users.get(name, [])), kind="stable")
+                cout = np.sort(order[:n_out])
+            weights = [layer.kernel.numpy()[:, :, cin][..., cout]]
+            if layer.use_bias:
+                weights.append(layer.bias.numpy()[cout])
+            target.set_weights(weights)
+            keep[name] = cout
+        elif isinstance(layer, L.BatchNormalization):
+            idx = keep[src[0].name]
+            target.set_weights([w[idx] for w in layer.get_weights()])
+            keep[name] = idx
+        elif isinstance(layer, L.Concatenate):
+            parts, offset = [], 0
+            for s in src:
+                parts.append(keep[s.name] + offset)
+                offset += s.output_shape[-1]
+            keep[name] = np.concatenate(parts)
+        elif isinstance(layer, PASS_THROUGH):
+            keep[name] = keep[src[0].name]
+        else:
+            raise ConfigError(f"channel slimming does not know layer {name!r} ({type(layer).__name__}); "
+                              "it handles the lunarseg U-Net's Conv2D, BatchNormalization, ReLU, pooling, "
+                              "upsampling, dropout and concatenation")
+    return slim, new_cfg
