@@ -21,7 +21,7 @@ PROFILES = {
     "rover": {"threads": [1], "pin_cpu": True},
     "default": {"threads": [1], "pin_cpu": False},
 }
-COLUMNS = ("variant", "format", "status", "threads", "bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms",
+COLUMNS = ("variant", "format", "engine", "status", "threads", "bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms",
            "p95_ms", "p99_ms", "fps", "cold_start_ms", "peak_rss_mb", "gmacs", "gmac_per_s", "speedup")
 
 
@@ -63,11 +63,11 @@ def artifacts(run: Path) -> list[dict]:
 
 
 def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, runs: int, min_seconds: float = 1.0,
-              timeout: float = 900) -> dict:
+              timeout: float = 900, backend: str = "auto") -> dict:
     """Measure one model in a fresh interpreter; cold start = launch → first mask, seen from here."""
     cmd = [sys.executable, "-m", "lunarseg.benchmarks.measure", "--model", str(path), "--data", str(data),
            "--threads", str(threads), "--frames", str(frames), "--runs", str(runs), "--pin-cpu", str(pin_cpu),
-           "--min-seconds", str(min_seconds)]
+           "--min-seconds", str(min_seconds), "--backend", backend]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -94,8 +94,10 @@ def file_sizes(path: Path) -> dict:
 
 def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int] | None = None, frames: int = 50,
           runs: int = 30, min_seconds: float = 1.0, profile: str = "default", limits: Limits | None = None,
-          formats: list[str] | None = None, progress: bool = True) -> dict:
-    """Measure every artifact of a run; returns the results dict (also written to RUN/bench/)."""
+          formats: list[str] | None = None, engines: list[str] | None = None, progress: bool = True) -> dict:
+    """Measure every artifact of a run with every installed engine that reads it (or only `engines`);
+    returns the results dict (also written to RUN/bench/)."""
+    from lunarseg.runtime.backends import BACKENDS, engines_for
     from lunarseg.runtime.metadata import read_keras_meta
 
     run = Path(run)
@@ -111,21 +113,37 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
         raise ConfigError(f"labelled data not found ({data or 'none recorded'}); pass --data DIR")
     if formats:
         rows_in = [r for r in rows_in if r["format"] == BASELINE or r["format"] in formats]
+    if engines:
+        unknown = [e for e in engines if e not in BACKENDS]
+        if unknown:
+            raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(sorted(BACKENDS))}")
+    expanded = []
+    for art in rows_in:
+        if art["format"] == BASELINE:
+            expanded.append({**art, "engine": "tensorflow"})
+            continue
+        names = [e for e in engines_for(art["path"]) if not engines or e in engines]
+        expanded += [{**art, "engine": e} for e in names or engines_for(art["path"])[:1]]
+    rows_in = expanded
     pin = (sorted(os.sched_getaffinity(0))[-1]) if prof["pin_cpu"] else -1
     rows = []
     total = len(rows_in) * len(threads)
     for t in threads:
         for art in rows_in:
-            row = {k: art.get(k) for k in ("variant", "format", "status", "error", "deployable", "quantization", "sparsity")}
+            row = {k: art.get(k) for k in ("variant", "format", "engine", "status", "error", "deployable", "quantization",
+                                            "sparsity")}
             row.update({"threads": t, "path": art["path"]})
             if art["status"] == "ok" and Path(art["path"]).exists():
                 row.update(file_sizes(Path(art["path"])))
                 if progress:
-                    print(f"bench [{len(rows) + 1}/{total}] {art['variant']}/{art['format']} threads={t}", file=sys.stderr, flush=True)
-                m = run_child(Path(art["path"]), data, t, pin, frames, runs, min_seconds)
+                    print(f"bench [{len(rows) + 1}/{total}] {art['variant']}/{art['format']} on {art['engine']} "
+                          f"threads={t}", file=sys.stderr, flush=True)
+                m = run_child(Path(art["path"]), data, t, pin, frames, runs, min_seconds,
+                              backend="auto" if art["format"] == BASELINE else art["engine"])
+                m.pop("engine", None)
                 row.update(m)
                 row["status"] = m.get("status", "ok")
-                macs = art.get("macs")
+                macs = m.get("macs") or art.get("macs")  # the artifact's own (a slimmed variant has fewer)
                 if row["status"] == "ok" and macs:
                     row["gmacs"] = round(macs / 1e9, 3)
                     row["gmac_per_s"] = round(macs / 1e9 / (row["p50_ms"] / 1e3), 2)
@@ -200,7 +218,7 @@ def plot_pareto(results: dict, path: Path) -> None:
     biggest = max((r["gzip_bytes"] for r in rows), default=1)
     for r in rows:
         ax.scatter(r["p50_ms"], r["iou"], s=30 + 600 * r["gzip_bytes"] / biggest, alpha=0.6)
-        ax.annotate(f"{r['variant']}/{r['format']}", (r["p50_ms"], r["iou"]), fontsize=7, xytext=(4, 4),
+        ax.annotate(f"{r['variant']}/{r['format']}@{r.get('engine', '')}", (r["p50_ms"], r["iou"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms ({results['threads'][0]} thread(s), log scale)")

@@ -18,6 +18,8 @@ def register(sub) -> None:
     b.add_argument("--max-latency-ms", type=float)
     b.add_argument("--profile", default="default", help="default | rover (1 thread pinned to one core)")
     b.add_argument("--formats", help="only these formats (comma-separated); the Keras baseline always runs")
+    b.add_argument("--engines", help="only these engines (comma-separated: onnxruntime, litert, openvino); "
+                   "default: every installed engine that reads each file")
     b.set_defaults(func=_bench)
 
     s = sub.add_parser("select", help="pick the best benchmarked artifact within an IoU budget; copy it to RUN/deploy/")
@@ -45,8 +47,9 @@ def _bench(args) -> int:
 
     limits = Limits.load(args.limits, max_iou_drop=args.max_iou_drop, max_latency_ms=args.max_latency_ms)
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
+    engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
     results = bench(args.run, data=args.data, threads=_threads(args.threads), frames=args.frames, runs=args.runs,
-                    profile=args.profile, limits=limits, formats=formats)
+                    profile=args.profile, limits=limits, formats=formats, engines=engines)
     print(to_markdown(results))
     out = f"{args.run}/bench"
     print(f"results: {out}/results.json, {out}/results.md, {out}/pareto.png")

@@ -27,7 +27,7 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def open_model(path: Path, threads: int):
+def open_model(path: Path, threads: int, backend: str = "auto"):
     """(meta, predict, engine name, engine's thread setting) for a Keras file (TensorFlow) or an exported file (runtime)."""
     if path.suffix in KERAS_SUFFIXES:
         from lunarseg.train.tf_env import import_tensorflow_quietly
@@ -44,7 +44,7 @@ def open_model(path: Path, threads: int):
         return read_keras_meta(path), lambda x: np.asarray(model.predict_on_batch(x)), "tensorflow", engine_threads
     from lunarseg.runtime.segmenter import Segmenter
 
-    seg = Segmenter.from_file(path, threads=threads)
+    seg = Segmenter.from_file(path, threads=threads, backend=backend)
     return seg.meta, seg.predict, seg.backend_name, engine_thread_setting(seg, threads)
 
 
@@ -53,6 +53,9 @@ def engine_thread_setting(seg, requested: int) -> int:
     session = getattr(seg.backend, "session", None)
     if session is not None:
         return int(session.get_session_options().intra_op_num_threads)
+    compiled = getattr(seg.backend, "compiled", None)  # OpenVINO
+    if compiled is not None:
+        return int(compiled.get_property("INFERENCE_NUM_THREADS"))
     return requested
 
 
@@ -68,12 +71,13 @@ def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: in
     return np.array(times)
 
 
-def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_seconds: float, threads: int) -> dict:
+def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_seconds: float, threads: int,
+            backend: str = "auto") -> dict:
     from lunarseg.data.loader import DatasetIndex, load_pair
     from lunarseg.runtime import imageio, preprocess
     from lunarseg.runtime.metrics import MetricAccumulator
 
-    meta, predict, engine, engine_threads = open_model(model, threads)
+    meta, predict, engine, engine_threads = open_model(model, threads, backend)
     pairs = DatasetIndex.scan(data).split(split)[: frames or None]
     if not pairs:
         raise SystemExit(f"no labelled frames in the {split!r} split of {data}")
@@ -95,7 +99,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
         "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
         "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),
         "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
-        "tensorflow_loaded": "tensorflow" in sys.modules,
+        "tensorflow_loaded": "tensorflow" in sys.modules, "macs": meta.extra.get("macs"),
     }
 
 
@@ -108,12 +112,13 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", default="auto", help="engine for exported files (auto = the suffix's default)")
     p.add_argument("--pin-cpu", type=int, default=-1, help="run on this CPU only (rover profile)")
     args = p.parse_args(argv)
     if args.pin_cpu >= 0:
         os.sched_setaffinity(0, {args.pin_cpu})
     result = measure(args.model, args.data, split=args.split, frames=args.frames, runs=args.runs,
-                     min_seconds=args.min_seconds, threads=args.threads)
+                     min_seconds=args.min_seconds, threads=args.threads, backend=args.backend)
     print(json.dumps(result), flush=True)
     return 0
 

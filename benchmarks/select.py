@@ -11,6 +11,10 @@ from lunarseg.runtime.errors import ConfigError, GateError
 OBJECTIVES = {"latency": ("p50_ms", "ms"), "size": ("gzip_bytes", "gzip bytes")}
 
 
+def _label(row: dict) -> str:
+    return f"{row['variant']}/{row['format']} on {row.get('engine') or 'its default engine'}"
+
+
 def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") -> dict:
     """Best deployable artifact with IoU drop <= budget by `objective`; copied to RUN/deploy/."""
     run = Path(run)
@@ -25,7 +29,7 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") 
     fits = [r for r in rows if r.get("iou_drop") is not None and r["iou_drop"] <= max_iou_drop]
     if not fits:
         best = min(rows, key=lambda r: r.get("iou_drop", 1e9), default=None)
-        hint = f"; the smallest drop is {best['iou_drop']:.4f} ({best['variant']}/{best['format']})" if best else ""
+        hint = f"; the smallest drop is {best['iou_drop']:.4f} ({_label(best)})" if best else ""
         raise GateError(f"no artifact keeps the IoU drop within {max_iou_drop}{hint}")
     key, unit = OBJECTIVES[objective]
     fits.sort(key=lambda r: (r[key], r["iou_drop"]))
@@ -36,11 +40,13 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") 
     with atomic.atomic_path(target) as tmp:
         shutil.copyfile(src, tmp)
     runner_up = fits[1] if len(fits) > 1 else None
-    reason = (f"{win['variant']}/{win['format']}: lowest {objective} ({win[key]:,.2f} {unit}) among {len(fits)} of "
+    reason = (f"{_label(win)}: lowest {objective} ({win[key]:,.2f} {unit}) among {len(fits)} of "
               f"{len(rows)} artifacts with IoU drop <= {max_iou_drop} (its drop {win['iou_drop']:+.4f}, IoU {win['iou']:.4f})")
     if runner_up:
-        reason += f"; runner-up {runner_up['variant']}/{runner_up['format']} at {runner_up[key]:,.2f} {unit}"
+        reason += f"; runner-up {_label(runner_up)} at {runner_up[key]:,.2f} {unit}"
+    engine = win.get("engine") or "auto"
     choice = {"artifact": str(target), "source": str(src), "variant": win["variant"], "format": win["format"],
+              "engine": engine, "run_with": f"lunarseg segment {target} FRAMES --out DIR --backend {engine}",
               "objective": objective, "max_iou_drop": max_iou_drop, "reason": reason,
               "figures": {k: win.get(k) for k in ("iou", "iou_drop", "p50_ms", "bytes", "gzip_bytes", "speedup")}}
     atomic.write_json(deploy / "selection.json", choice)

@@ -133,7 +133,8 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
         from lunarseg.data.loader import DatasetIndex
 
         frames = [str(p.image_path) for p in DatasetIndex.scan(data).split("test")[: cfg.sample_frames]]
-        cli_main(["segment", choice["artifact"], *frames, "--out", str(segments), "--overlay"])
+        cli_main(["segment", choice["artifact"], *frames, "--out", str(segments), "--overlay",
+                  "--backend", choice.get("engine", "auto")])
 
     print("\n" + to_markdown(results))
     if results["violations"]:

@@ -1,4 +1,5 @@
-"""Inference engines as a table keyed by file suffix: `.onnx` → onnxruntime, `.tflite` → LiteRT.
+"""Inference engines as a table: name → (file suffix, opener). Each suffix has a default engine
+(`.onnx` → onnxruntime, `.tflite` → LiteRT); `openvino` is an optional second engine for `.onnx`.
 
 Each backend opens a model file, reads the lunarseg metadata embedded in it, checks the metadata
 against the model's real input/output shapes, and runs float32 NHWC batches, quantizing and
@@ -17,7 +18,8 @@ import numpy as np
 from lunarseg.runtime.errors import ModelFileError, unknown_key
 from lunarseg.runtime.metadata import ModelMeta, read_onnx_metadata_map, read_tflite_metadata
 
-__all__ = ["Backend", "OnnxBackend", "LiteRTBackend", "BACKENDS", "SUFFIXES", "open_backend"]
+__all__ = ["Backend", "OnnxBackend", "LiteRTBackend", "OpenVINOBackend", "BACKENDS", "DEFAULT_BACKEND",
+           "SUFFIXES", "open_backend", "engines_for", "available"]
 
 
 class Backend:
@@ -191,33 +193,121 @@ class LiteRTBackend(Backend):
         return (y.astype(np.float32) - np.float32(zero)) * np.float32(scale)
 
 
+class OpenVINOBackend(Backend):
+    """OpenVINO's CPU plugin on the same `.onnx` files (optional: pip install 'lunarseg[openvino]').
+
+    One stream, latency hint, INFERENCE_NUM_THREADS = `threads`, and f32 inference precision so that
+    a float model is not silently run in bf16 on CPUs with AMX; int8 (QDQ) models still run int8.
+    The batch is fixed to 1 (a dynamic batch compiles slower kernels); the segmenter loops batches.
+    """
+
+    name = "openvino"
+    suffix = ".onnx"
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.path = Path(path)
+        _read_model_bytes(self.path)  # the same one-line errors for missing / empty / unreadable files
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelFileError(f"{self.path}: the openvino engine needs the openvino package "
+                                 "(pip install 'lunarseg[openvino]')") from None
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:
+            raise ModelFileError(f"{self.path}: not a valid ONNX model for OpenVINO ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+        self.meta = read_onnx_metadata_map(_openvino_metadata_props(model), str(self.path))
+        if len(model.inputs) != 1 or len(model.outputs) < 1:
+            raise ModelFileError(f"{self.path}: expected one input and one output, got {len(model.inputs)} and "
+                                 f"{len(model.outputs)}")
+        m = self.meta
+        if model.inputs[0].get_partial_shape().is_dynamic:
+            model.reshape({model.inputs[0]: [1, m.height, m.width, m.channels]})
+        in_shape = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
+        out_shape = [d.get_length() if d.is_static else None for d in model.outputs[0].get_partial_shape()]
+        self.check_shapes(in_shape, out_shape)
+        config = {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "f32"}
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise ModelFileError(f"{self.path}: OpenVINO cannot compile this model ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from None
+        self.request = self.compiled.create_infer_request()
+        self.output = self.compiled.output(0)
+        self.batch = 1
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.asarray(out[self.output], dtype=np.float32)
+
+
+def _openvino_metadata_props(model) -> dict[str, str]:
+    """ONNX metadata_props as OpenVINO keeps them: rt_info["framework"], values wrapped in OVAny."""
+    try:
+        framework = model.get_rt_info()["framework"]
+        if hasattr(framework, "astype"):
+            framework = framework.astype(dict)
+        items = dict(framework).items()
+    except Exception:  # a model without metadata_props has no such map
+        return {}
+    props = {}
+    for key, value in items:
+        try:
+            props[str(key)] = value.astype(str) if hasattr(value, "astype") else str(value)
+        except Exception:
+            continue
+    return props
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     name: str
     suffix: str
     factory: Callable[..., Backend]
+    module: str  # the engine's import name, to tell whether it is installed without importing it
 
 
-# The table: file suffix → backend. Add an engine by adding a row.
+# The table: engine name → spec. Add an engine by adding a row (and a default if it owns a suffix).
 BACKENDS: dict[str, BackendSpec] = {
-    ".onnx": BackendSpec("onnxruntime", ".onnx", OnnxBackend),
-    ".tflite": BackendSpec("litert", ".tflite", LiteRTBackend),
+    "onnxruntime": BackendSpec("onnxruntime", ".onnx", OnnxBackend, "onnxruntime"),
+    "litert": BackendSpec("litert", ".tflite", LiteRTBackend, "ai_edge_litert"),
+    "openvino": BackendSpec("openvino", ".onnx", OpenVINOBackend, "openvino"),
 }
-SUFFIXES = tuple(BACKENDS)
-BACKEND_NAMES = {spec.name: spec for spec in BACKENDS.values()}
+DEFAULT_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
+SUFFIXES = tuple(DEFAULT_BACKEND)
+BACKEND_NAMES = BACKENDS  # kept for callers of the earlier name
+
+
+def available(name: str) -> bool:
+    """Whether engine `name` is installed (checked without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(BACKENDS[name].module) is not None
+
+
+def engines_for(path: str | os.PathLike, installed_only: bool = True) -> list[str]:
+    """Engines that read this file's suffix, the default first."""
+    suffix = Path(path).suffix.lower()
+    names = [DEFAULT_BACKEND[suffix]] if suffix in DEFAULT_BACKEND else []
+    names += [n for n, spec in BACKENDS.items() if spec.suffix == suffix and n not in names]
+    return [n for n in names if not installed_only or available(n)]
 
 
 def open_backend(path: str | os.PathLike, threads: int = 1, backend: str = "auto") -> Backend:
-    """Open `path` with the backend for its suffix (or the named backend, which must match it)."""
+    """Open `path` with the default engine for its suffix, or the named one (which must read that suffix)."""
     p = Path(path)
-    if backend != "auto" and backend not in BACKEND_NAMES:
-        raise unknown_key("backend", backend, ["auto", *BACKEND_NAMES])
+    if backend != "auto" and backend not in BACKENDS:
+        raise unknown_key("backend", backend, ["auto", *BACKENDS])
     suffix = p.suffix.lower()
-    if suffix not in BACKENDS:
-        raise unknown_key("model file suffix", suffix or p.name, BACKENDS)
-    spec = BACKENDS[suffix]
-    if backend != "auto" and backend != spec.name:
-        raise ModelFileError(f"{p}: backend {backend!r} reads {BACKEND_NAMES[backend].suffix} files, not {suffix}")
+    if suffix not in DEFAULT_BACKEND:
+        raise unknown_key("model file suffix", suffix or p.name, DEFAULT_BACKEND)
+    name = DEFAULT_BACKEND[suffix] if backend == "auto" else backend
+    spec = BACKENDS[name]
+    if spec.suffix != suffix:
+        raise ModelFileError(f"{p}: backend {backend!r} reads {spec.suffix} files, not {suffix}")
     if int(threads) < 1:
         from lunarseg.runtime.errors import ConfigError
 

@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--jsonl", metavar="FILE", default=None, help="JSONL results file (default DIR/results.jsonl)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse frames larger than N pixels (default 40,000,000)")
-    p.add_argument("--backend", default="auto", help="auto (by file suffix), onnxruntime or litert")
+    p.add_argument("--backend", default="auto", help="auto (the file suffix's default engine), onnxruntime, litert or "
+                   "openvino (.onnx, optional extra)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_segment)
 

@@ -33,8 +33,9 @@ def test_results_json_has_one_row_per_artifact_plus_the_keras_baseline(pipeline)
     run, _, results = pipeline
     saved = json.loads((run / "bench/results.json").read_text())
     assert saved["rows"] == results["rows"]
-    formats = [r["format"] for r in saved["rows"]]
-    assert formats[0] == BASELINE and sorted(formats[1:]) == sorted(FORMATS.split(","))
+    pairs = [(r["format"], r["engine"]) for r in saved["rows"]]
+    assert pairs[0] == (BASELINE, "tensorflow")
+    assert sorted(pairs[1:]) == [("onnx-fp32", "onnxruntime"), ("onnx-fp32", "openvino"), ("tflite-int8", "litert")]
     for row in saved["rows"]:
         assert row["status"] == "ok", row.get("error")
         for col in ("bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms", "p95_ms", "p99_ms", "fps",
@@ -53,8 +54,9 @@ def test_markdown_table_has_every_column_and_the_pareto_plot_exists(pipeline):
 
 def test_only_the_keras_baseline_loads_tensorflow(pipeline):
     _, _, results = pipeline
-    loaded = {r["format"]: r["tensorflow_loaded"] for r in results["rows"]}
-    assert loaded == {BASELINE: True, "onnx-fp32": False, "tflite-int8": False}
+    loaded = {(r["format"], r["engine"]): r["tensorflow_loaded"] for r in results["rows"]}
+    assert loaded == {(BASELINE, "tensorflow"): True, ("onnx-fp32", "onnxruntime"): False,
+                      ("onnx-fp32", "openvino"): False, ("tflite-int8", "litert"): False}
 
 
 def test_rover_profile_runs_each_measurement_pinned_to_one_cpu(pipeline):
@@ -68,9 +70,23 @@ def test_latency_measurement_uses_the_thread_count_it_claims(pipeline):
     from lunarseg.benchmarks.bench import run_child
 
     onnx = run / "export/onnx-fp32.onnx"
-    for threads in (1, 2):
-        m = run_child(onnx, data, threads, -1, frames=1, runs=3, min_seconds=0.0)
-        assert m["threads"] == threads and m["engine_threads"] == threads
+    for engine in ("onnxruntime", "openvino"):
+        for threads in (1, 2):
+            m = run_child(onnx, data, threads, -1, frames=1, runs=3, min_seconds=0.0, backend=engine)
+            assert m["threads"] == threads and m["engine_threads"] == threads, engine
+
+
+def test_engines_option_restricts_the_rows_and_unknown_engines_are_refused(pipeline, tmp_path):
+    run, data, _ = pipeline
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    results = bench(copy, data=data, frames=1, runs=2, min_seconds=0.0, engines=["onnxruntime"], progress=False,
+                    formats=["onnx-fp32"])
+    assert [(r["format"], r["engine"]) for r in results["rows"]] == [(BASELINE, "tensorflow"), ("onnx-fp32", "onnxruntime")]
+    with pytest.raises(ConfigError, match=r"unknown engine 'tensorrt'; valid: litert, onnxruntime, openvino"):
+        bench(copy, data=data, engines=["tensorrt"], progress=False)
 
 
 def test_an_impossible_latency_limit_makes_bench_exit_1_naming_artifact_figure_and_limit(pipeline, capsys):

@@ -81,7 +81,7 @@ def test_unknown_suffix_lists_the_valid_ones(tmp_path):
 
 def test_unknown_backend_lists_the_valid_ones(models):
     msg = _refused(models["bin.onnx"], ConfigError, backend="tensorrt")
-    assert msg == "unknown backend 'tensorrt'; valid: auto, litert, onnxruntime"
+    assert msg == "unknown backend 'tensorrt'; valid: auto, litert, onnxruntime, openvino"
 
 
 def test_backend_that_does_not_read_the_suffix_is_refused(models):
@@ -92,3 +92,8 @@ def test_explicit_matching_backend_and_threads_work(models):
     seg = Segmenter.from_file(models["bin.tflite"], threads=2, backend="litert")
     assert seg.backend_name == "litert" and seg.meta.input_shape == [1, 32, 32, 1]
     assert _refused(models["bin.onnx"], ConfigError, threads=0) == "threads must be at least 1, got 0"
+
+
+def test_openvino_refuses_files_without_metadata_and_with_lying_metadata(models):
+    assert "carries no lunarseg metadata" in _refused(models["nometa.onnx"], backend="openvino")
+    assert "metadata disagrees with the model" in _refused(models["badshape.onnx"], backend="openvino")

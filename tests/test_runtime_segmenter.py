@@ -228,3 +228,23 @@ def test_mask_to_frame_size_is_nearest_neighbour():
     out = preprocess.mask_to_frame_size(m, (4, 6))
     assert out.shape == (4, 6) and set(np.unique(out)) == {0, 1}
     assert out[0, 0] == 0 and out[0, 5] == 1 and out[3, 0] == 1
+
+
+# ---- the optional OpenVINO engine on the same .onnx files ----------------------------------
+
+def test_openvino_engine_matches_onnxruntime_on_the_same_file(models, segs):
+    for name in ("bin.onnx", "cls4.onnx"):
+        ov = Segmenter.from_file(models[name], backend="openvino")
+        assert ov.backend_name == "openvino" and ov.meta == segs[name].meta
+        x = np.stack([preprocess.prepare(_frame(40, 50, 3, seed=s), ov.meta) for s in (4, 5, 6)])
+        np.testing.assert_allclose(ov.predict(x), segs[name].predict(x), atol=1e-4)  # batch 3 through batch-1 engine
+        frame = _frame(60, 90, 3, seed=7)
+        assert np.array_equal(ov.segment(frame).classes, segs[name].segment(frame).classes)
+
+
+def test_engines_for_lists_the_default_engine_first():
+    from lunarseg.runtime.backends import engines_for
+
+    assert engines_for("m.onnx", installed_only=False) == ["onnxruntime", "openvino"]
+    assert engines_for("m.tflite", installed_only=False) == ["litert"]
+    assert engines_for("m.pb", installed_only=False) == []
