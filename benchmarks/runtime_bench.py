@@ -60,6 +60,9 @@ def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0) -> list[np.ndarray]:
 def bare_engine_call(seg: Segmenter, x: np.ndarray):
     """A closure running only the engine on an already prepared (and quantized) tensor."""
     b = seg.backend
+    if seg.backend_name == "openvino":
+        xin = np.ascontiguousarray(x, np.float32)
+        return lambda: b.request.infer({0: xin})
     if seg.backend_name == "onnxruntime":
         feed = {b.input_name: np.ascontiguousarray(x, np.float32)}
         names = [b.output_name]
@@ -124,7 +127,7 @@ print(json.dumps({"code": code, "t_mask": t, "vmhwm_mb": hwm, "vmrss_mb": rss, "
 """
 
 
-def measure_cold_start(model: Path, frame: np.ndarray, runs: int, threads: int) -> dict:
+def measure_cold_start(model: Path, frame: np.ndarray, runs: int, threads: int, backend: str = "auto") -> dict:
     from PIL import Image
 
     with tempfile.TemporaryDirectory(prefix="lunarseg-cold-") as tmp:
@@ -139,7 +142,7 @@ def measure_cold_start(model: Path, frame: np.ndarray, runs: int, threads: int) 
         for k in range(runs):
             out_dir = Path(tmp) / f"out{k}"
             argv = ["segment", str(model), str(fpath), "--out", str(out_dir), "--threads", str(threads),
-                    "--no-progress"]
+                    "--no-progress", "--backend", backend]
             t0 = time.time()
             proc = subprocess.run([sys.executable, "-c", COLD_CHILD, *argv], capture_output=True, text=True,
                                   env=env)
@@ -220,8 +223,9 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def run(model: str, frames: int, soak: int, out: str, threads: int = 1, cold_runs: int = 3) -> dict:
-    seg = Segmenter.from_file(model, threads=threads)
+def run(model: str, frames: int, soak: int, out: str, threads: int = 1, cold_runs: int = 3,
+        backend: str = "auto") -> dict:
+    seg = Segmenter.from_file(model, threads=threads, backend=backend)
     pool = synthetic_frames(8)
     res = {
         "model": str(model), "backend": seg.backend_name, "threads": threads,
@@ -232,7 +236,7 @@ def run(model: str, frames: int, soak: int, out: str, threads: int = 1, cold_run
     print(f"[runtime_bench] overhead over {frames} frames …", file=sys.stderr, flush=True)
     res["overhead"] = measure_overhead(seg, pool, frames)
     print(f"[runtime_bench] cold start ({cold_runs} runs) …", file=sys.stderr, flush=True)
-    res["cold_start"] = measure_cold_start(Path(model), pool[0], cold_runs, threads)
+    res["cold_start"] = measure_cold_start(Path(model), pool[0], cold_runs, threads, seg.backend_name)
     if soak > 0:
         print(f"[runtime_bench] soak of {soak} frames …", file=sys.stderr, flush=True)
         res["soak"] = measure_soak(seg, pool, soak)
@@ -245,7 +249,7 @@ def run(model: str, frames: int, soak: int, out: str, threads: int = 1, cold_run
         "soak_failed": None if not s else s["failed"] == 0,
     }
     out_dir = Path(out)
-    stem = f"runtime_bench_{Path(model).stem}"
+    stem = f"runtime_bench_{Path(model).stem}_{seg.backend_name}"
     atomic.write_json(out_dir / f"{stem}.json", res)
     atomic.write_text(out_dir / f"{stem}.md", to_markdown(res))
     return res
@@ -259,12 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak", type=int, default=10_000, help="soak frames (default 10000; 0 skips)")
     p.add_argument("--cold-runs", type=int, default=3, help="cold-start processes (default 3)")
     p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
+    p.add_argument("--backend", default="auto", help="engine (default: the file suffix's default)")
     p.add_argument("--out", required=True, metavar="DIR")
     args = p.parse_args(argv)
     from lunarseg.runtime.errors import LunarsegError
 
     try:
-        res = run(args.model, args.frames, args.soak, args.out, args.threads, args.cold_runs)
+        res = run(args.model, args.frames, args.soak, args.out, args.threads, args.cold_runs, args.backend)
     except LunarsegError as exc:
         print(f"runtime_bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
