@@ -225,3 +225,18 @@ def test_slim_variant_fine_tunes_records_its_width_and_converts_to_tflite(run):
 def test_width_outside_zero_to_one_is_refused(width):
     with pytest.raises(ConfigError, match=r"width must be in \(0, 1\]"):
         CompressConfig(width=width).validate()
+
+
+def test_the_input_convolution_and_the_head_stay_dense_while_the_rest_is_pruned(run):
+    from lunarseg.train.checkpoint import load_model, resolve_model
+    from lunarseg.train.compress import apply_pruning, kept_dense
+
+    parent = load_model(resolve_model(run)[0])
+    assert kept_dense(parent) == {"enc0_conv1", "mask"}
+    wrapped = {layer.name for layer in apply_pruning(parent, CompressConfig(sparsity=0.5), 10).layers
+               if type(layer).__name__ == "PruneLowMagnitude"}
+    assert "prune_low_magnitude_enc0_conv2" in wrapped and not any(n.endswith(("enc0_conv1", "mask")) for n in wrapped)
+    _, summary = make(run, sparsity=0.5, name="dense-ends")
+    layers = summary["sparsity_layers"]
+    assert layers["enc0_conv1"] == 0.0 and layers["mask"] == 0.0
+    assert all(abs(v - 0.5) <= 0.02 for k, v in layers.items() if k not in ("enc0_conv1", "mask"))
