@@ -180,12 +180,8 @@ class PhaseKeeper(keras.callbacks.Callback):
         atomic.write_json(self.ckpt / "state.json", self.state)
 
 
-def _compile(model, tcfg: TrainConfig, lr: float, steps: int):
-    """Adam with the learning rate cosine-decayed to 5 % over the phase's `steps`: the pruned model
-    keeps recovering until the last epoch, and the decay lets it settle there."""
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses.get_loss(tcfg.loss),
-                  metrics=[losses.RockScore("iou")])
+def _compile(model, tcfg: TrainConfig, lr: float):
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(tcfg.loss), metrics=[losses.RockScore("iou")])
     return model
 
 
@@ -259,7 +255,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
 
     def run_phase(phase: str, make, epochs: int, lr: float, extra=()):
         """Fit one phase; inside the saved state's phase, rebuild its model and restore the checkpoint."""
-        model, start = _compile(make(), tcfg, lr, steps_per_epoch * epochs), 0
+        model, start = _compile(make(), tcfg, lr), 0
         if state["phase"] == phase:
             track = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
             track.restore(str(ckpt / phase / state["checkpoint"])).expect_partial()
