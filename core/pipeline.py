@@ -22,7 +22,7 @@ class DemoConfig:
     depth: int = 4
     epochs: int = 16
     batch_size: int = 16
-    compress_epochs: int = 3
+    compress_epochs: int = 4
     qat_epochs: int = 1
     calib_frames: int = 100
     bench_frames: int = 20
