@@ -58,8 +58,8 @@ def dice(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 class MetricAccumulator:
     """Accumulate a confusion matrix frame by frame; `result()` gives the report dict.
 
-    For the binary task the headline figures are the rock class's; for 4-class, rock IoU merges
-    small and large rocks, and per-class IoU and mIoU are added.
+    The headline figures are the rock class's (for 4-class, small and large rocks merged); per-class
+    IoU and their mean (mIoU) are added for both tasks.
     """
 
     class_names: tuple[str, ...] = ("background", "rock")
@@ -85,9 +85,11 @@ class MetricAccumulator:
             is_rock = np.isin(np.arange(n), rock).astype(int)
             np.add.at(merged, (is_rock[:, None].repeat(n, 1), is_rock[None, :].repeat(n, 0)), self.cm)
             out = scores_from_confusion(merged, 1)
-            ious = per_class_iou(self.cm)
-            out["per_class_iou"] = {c: float(v) for c, v in zip(self.class_names, ious)}
-            out["miou"] = float(ious.mean())
+        # mIoU averages every class, background (and sky) included: the figure segmentation_models'
+        # IOUScore reports, so it is not comparable with the rock IoU above, which is the headline.
+        ious = per_class_iou(self.cm)
+        out["per_class_iou"] = {c: float(v) for c, v in zip(self.class_names, ious)}
+        out["miou"] = float(ious.mean())
         out["frames"] = self.frames
         out["pixels"] = int(self.cm.sum())
         return out

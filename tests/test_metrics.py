@@ -41,3 +41,14 @@ def test_four_class_report_merges_rocks_and_gives_miou():
 def test_confusion_matrix_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in size"):
         metrics.confusion_matrix(np.zeros(3), np.zeros(4), 2)
+
+
+def test_binary_miou_averages_background_and_rock_and_is_not_the_headline():
+    acc = metrics.MetricAccumulator()
+    t = np.array([[0, 0, 0, 0, 1, 1]])
+    p = np.array([[0, 0, 0, 1, 1, 0]])  # background IoU 3/5, rock IoU 1/3
+    acc.update(t, p)
+    r = acc.result()
+    assert r["iou"] == pytest.approx(1 / 3)
+    assert r["per_class_iou"] == {"background": pytest.approx(3 / 5), "rock": pytest.approx(1 / 3)}
+    assert r["miou"] == pytest.approx((3 / 5 + 1 / 3) / 2)

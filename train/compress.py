@@ -87,6 +87,7 @@ DEFAULT_VARIANTS = (
     CompressConfig(sparsity=0.75),
     CompressConfig(sparsity=0.0, qat=True),
     CompressConfig(sparsity=0.5, qat=True, preserve_sparsity=True),
+    CompressConfig(sparsity=0.0, width=0.5),  # a quarter of the MACs: the one that runs faster
 )
 
 
