@@ -240,3 +240,40 @@ def test_the_input_convolution_and_the_head_stay_dense_while_the_rest_is_pruned(
     layers = summary["sparsity_layers"]
     assert layers["enc0_conv1"] == 0.0 and layers["mask"] == 0.0
     assert all(abs(v - 0.5) <= 0.02 for k, v in layers.items() if k not in ("enc0_conv1", "mask"))
+
+
+def test_distillation_target_is_the_labels_then_the_teachers_probabilities_on_the_same_pixels(run):
+    from lunarseg.train.checkpoint import load_model, resolve_model
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.distill import with_teacher
+    from lunarseg.train.pipeline import make_dataset
+
+    teacher = load_model(resolve_model(run)[0])
+    x, target = next(iter(with_teacher(make_dataset(VA.x, VA.y, tiny_cfg(batch_size=4), training=False), teacher)))
+    assert target.shape[-1] == 2 and target.dtype == tf.float32
+    np.testing.assert_array_equal(target[..., 0].numpy(), VA.y[:4].astype(np.float32))
+    np.testing.assert_allclose(target[..., 1:].numpy(), teacher.predict(x, verbose=0), atol=1e-5)
+
+
+def test_distillation_weight_zero_is_the_task_loss_and_a_confident_wrong_teacher_raises_it():
+    from lunarseg.train.distill import distill_loss
+    from lunarseg.train.losses import bce_dice_loss
+
+    labels = tf.constant([[0, 1, 0, 1], [1, 1, 0, 0]], tf.float32)[None, ..., None]
+    pred = 0.2 + 0.6 * labels  # leaning the labels' way
+    agree, disagree = tf.concat([labels, labels], -1), tf.concat([labels, 1.0 - labels], -1)
+    np.testing.assert_allclose(distill_loss(bce_dice_loss, 0.0)(agree, pred), bce_dice_loss(labels, pred), rtol=1e-6)
+    assert float(distill_loss(bce_dice_loss, 1.0)(disagree, pred)[0]) > float(distill_loss(bce_dice_loss, 1.0)(agree, pred)[0])
+
+
+def test_distilled_slim_variant_fine_tunes_and_records_the_weight(run):
+    cfg, summary = make(run, sparsity=0.0, width=0.5, distill=1.0, name="slim50-kd")
+    assert summary["config"]["distill"] == 1.0 and summary["filters"] == 2
+    assert np.isfinite(summary["val_iou_after"])
+    model = load_variant(run / "compressed" / "slim50-kd")
+    assert model.output_shape == (None, *VA.x.shape[1:3], 1)
+
+
+def test_negative_distillation_weight_is_refused():
+    with pytest.raises(ConfigError, match="distillation weight must be >= 0"):
+        CompressConfig(distill=-0.5).validate()

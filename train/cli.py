@@ -52,6 +52,9 @@ def register(sub) -> None:
     c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
     c.add_argument("--qat-epochs", type=int, default=2)
     c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--distill", type=float, default=None,
+                   help="knowledge distillation from the trained model: weight of its soft targets (0 = off; "
+                        "default: each variant's own, see `compress --all`)")
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--name", default="", help="variant name (default from the options, e.g. pruned50-pqat)")
     c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
@@ -113,6 +116,8 @@ def _compress(args) -> int:
     if not args.report:
         common = dict(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, qat_epochs=args.qat_epochs,
                       max_frames=args.max_frames)
+        if args.distill is not None:
+            common["distill"] = args.distill
         if args.all:
             done = {d.name for d in variant_dirs(args.run)}
             configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]

@@ -18,6 +18,7 @@ import tf_keras as keras
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
 from lunarseg.train import checkpoint, losses
+from lunarseg.train import distill as distillation
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
@@ -46,6 +47,8 @@ class CompressConfig:
     # 0.008, 75 % lost 0.045 (4 epochs) / 0.034 (8). A cosine decay to 5 % lost more (0.050 / 0.042);
     # 2e-4 recovered less. (Before the input conv and head were kept dense, 75 % collapsed to 0.09.)
     learning_rate: float = 1e-3
+    # > 0: knowledge distillation from the trained model (train/distill.py), this weight on its soft targets
+    distill: float = 0.0
     batch_size: int = 16
     name: str = ""
     max_frames: int = 0
@@ -67,6 +70,8 @@ class CompressConfig:
             raise ConfigError(f"width must be in (0, 1] (the share of channels kept), got {self.width}")
         if self.epochs < 1 and (self.sparsity > 0 or self.width < 1):
             raise ConfigError("pruning needs at least one fine-tuning epoch (--epochs)")
+        if self.distill < 0:
+            raise ConfigError(f"distillation weight must be >= 0, got {self.distill}")
         return self
 
     @property
@@ -182,14 +187,21 @@ class PhaseKeeper(keras.callbacks.Callback):
         atomic.write_json(self.ckpt / "state.json", self.state)
 
 
-def _compile(model, tcfg: TrainConfig, lr: float):
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(tcfg.loss), metrics=[losses.RockScore("iou")])
+def _compile(model, tcfg: TrainConfig, lr: float, distill: float = 0.0):
+    loss, metric = losses.get_loss(tcfg.loss), losses.RockScore("iou")
+    if distill:
+        loss, metric = distillation.distill_loss(loss, distill), distillation.LabelRockScore("iou")
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
     return model
 
 
-def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, callbacks, verbose, initial_epoch=0):
-    model.fit(make_dataset(tr.x, tr.y, tcfg, training=True), validation_data=make_dataset(va.x, va.y, tcfg, training=False),
-              epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, callbacks, verbose, initial_epoch=0,
+         teacher=None):
+    train_ds, val_ds = make_dataset(tr.x, tr.y, tcfg, training=True), make_dataset(va.x, va.y, tcfg, training=False)
+    if teacher is not None:
+        train_ds, val_ds = distillation.with_teacher(train_ds, teacher), distillation.with_teacher(val_ds, teacher)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+              verbose=verbose)
     return model
 
 
@@ -257,7 +269,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
 
     def run_phase(phase: str, make, epochs: int, lr: float, extra=()):
         """Fit one phase; inside the saved state's phase, rebuild its model and restore the checkpoint."""
-        model, start = _compile(make(), tcfg, lr), 0
+        model, start = _compile(make(), tcfg, lr, cfg.distill), 0
         if state["phase"] == phase:
             track = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
             track.restore(str(ckpt / phase / state["checkpoint"])).expect_partial()
@@ -266,7 +278,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
             state.update(phase=phase, epoch=0)
         if start < epochs:
             _fit(model, train_arrays, val_arrays, tcfg, epochs, [*extra, PhaseKeeper(ckpt, state, phase, t0), *cbs],
-                 verbose, initial_epoch=start)
+                 verbose, initial_epoch=start, teacher=parent if cfg.distill else None)
         return model
 
     # Phases in order; those before the saved state's phase are done (their result is inside the
