@@ -85,7 +85,11 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     from lunarseg.train.evaluate import evaluate
 
     report = evaluate(run, data, split="test", out_dir=run)
-    print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} on {report['frames']} frames")
+    print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} (mIoU with background {report['miou']:.4f}) "
+          f"on {report['frames']} frames")
+    print("rock recall by true-rock size: " + ", ".join(
+        f"{b['min_px']}-{b['max_px'] or ''} px {b['recall']:.2f} ({b['rock_pixel_share']:.0%} of rock)"
+        for b in report["recall_by_rock_size"] if b["recall"] is not None))
 
     _step("4/8 compress (pruning, QAT, PQAT)", t0)
     from lunarseg.train.checkpoint import variant_dirs

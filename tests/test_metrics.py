@@ -52,3 +52,18 @@ def test_binary_miou_averages_background_and_rock_and_is_not_the_headline():
     assert r["iou"] == pytest.approx(1 / 3)
     assert r["per_class_iou"] == {"background": pytest.approx(3 / 5), "rock": pytest.approx(1 / 3)}
     assert r["miou"] == pytest.approx((3 / 5 + 1 / 3) / 2)
+
+
+def test_recall_by_rock_size_buckets_true_rocks_by_area_and_counts_what_was_found():
+    from lunarseg.train.evaluate import recall_by_rock_size
+
+    y = np.zeros((1, 40, 40), np.uint8)
+    y[0, 0:2, 0:2] = 1            # 4 px rock: bucket 0-16, missed
+    y[0, 10:20, 10:20] = 1        # 100 px rock: bucket 64-256, half found
+    pred = np.zeros_like(y)
+    pred[0, 10:15, 10:20] = 1
+    buckets = recall_by_rock_size(pred, y, "binary")
+    assert [b["min_px"] for b in buckets] == [0, 16, 64, 256]
+    assert buckets[0]["recall"] == 0.0 and buckets[0]["rock_pixel_share"] == pytest.approx(4 / 104)
+    assert buckets[1]["recall"] is None and buckets[3]["recall"] is None
+    assert buckets[2]["recall"] == pytest.approx(0.5) and buckets[2]["rock_pixel_share"] == pytest.approx(100 / 104)

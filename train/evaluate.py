@@ -13,6 +13,7 @@ from lunarseg.runtime.metrics import MetricAccumulator, iou
 from lunarseg.runtime.preprocess import probs_to_classes
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
+SIZE_BUCKETS = (0, 16, 64, 256)  # true-rock component area in model-input pixels: lower bounds
 
 
 def to_classes(probs: np.ndarray, task: str, threshold: float) -> np.ndarray:
@@ -36,6 +37,29 @@ def choose_threshold(probs: np.ndarray, y: np.ndarray, task: str) -> float:
         return 0.5
     best = max(THRESHOLDS, key=lambda t: (score_arrays(probs, y, task, t)["iou"], -abs(t - 0.5)))
     return float(best)
+
+
+def recall_by_rock_size(pred: np.ndarray, y: np.ndarray, task: str) -> list[dict]:
+    """Where the rock pixels are missed: true rocks (8-connected components at the model's input
+    size) bucketed by area, with each bucket's share of all rock pixels and the share found."""
+    from lunarseg.runtime.stats import label_components
+
+    is_rock = (lambda a: a >= 2) if task == "4class" else (lambda a: a > 0)
+    edges = np.array(SIZE_BUCKETS[1:])
+    total, found = np.zeros(len(SIZE_BUCKETS), np.int64), np.zeros(len(SIZE_BUCKETS), np.int64)
+    for t, p in zip(y, pred):
+        labels, n = label_components(is_rock(t))
+        if not n:
+            continue
+        area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        hit = np.bincount(labels.ravel(), weights=is_rock(p).ravel(), minlength=n + 1)[1:]
+        bucket = np.searchsorted(edges, area, side="right")
+        np.add.at(total, bucket, area)
+        np.add.at(found, bucket, hit.astype(np.int64))
+    bounds = [*SIZE_BUCKETS, None]
+    return [{"min_px": lo, "max_px": hi, "rock_pixel_share": float(total[i] / max(total.sum(), 1)),
+             "recall": float(found[i] / total[i]) if total[i] else None}
+            for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
 def per_frame_iou(pred: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
@@ -91,9 +115,10 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
     probs = np.concatenate([predict(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
     report = score_arrays(probs, arrays.y, meta.task, meta.threshold)
     report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
+    pred = to_classes(probs, meta.task, meta.threshold)
+    report["recall_by_rock_size"] = recall_by_rock_size(pred, arrays.y, meta.task)
     if out_dir:
         out = Path(out_dir)
-        pred = to_classes(probs, meta.task, meta.threshold)
         scores = per_frame_iou(pred, arrays.y, meta.task)
         report["per_frame_iou"] = {i: float(s) for i, s in zip(arrays.ids, scores)}
         report["grid"] = str(overlay_grid(arrays.x, arrays.y, pred, scores, meta.task, out / f"eval_{split}_grid.png"))
