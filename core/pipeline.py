@@ -82,14 +82,12 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     timings["train_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
 
     _step("3/8 evaluate on the held-out test split", t0)
-    from lunarseg.train.evaluate import evaluate
+    from lunarseg.train.evaluate import describe_recall_by_size, evaluate
 
     report = evaluate(run, data, split="test", out_dir=run)
     print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} (mIoU with background {report['miou']:.4f}) "
           f"on {report['frames']} frames")
-    print("rock recall by true-rock size: " + ", ".join(
-        f"{b['min_px']}-{b['max_px'] or ''} px {b['recall']:.2f} ({b['rock_pixel_share']:.0%} of rock)"
-        for b in report["recall_by_rock_size"] if b["recall"] is not None))
+    print(describe_recall_by_size(report["recall_by_rock_size"]))
 
     _step("4/8 compress (pruning, QAT, PQAT)", t0)
     from lunarseg.train.checkpoint import variant_dirs

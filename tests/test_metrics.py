@@ -67,3 +67,6 @@ def test_recall_by_rock_size_buckets_true_rocks_by_area_and_counts_what_was_foun
     assert buckets[0]["recall"] == 0.0 and buckets[0]["rock_pixel_share"] == pytest.approx(4 / 104)
     assert buckets[1]["recall"] is None and buckets[3]["recall"] is None
     assert buckets[2]["recall"] == pytest.approx(0.5) and buckets[2]["rock_pixel_share"] == pytest.approx(100 / 104)
+    from lunarseg.train.evaluate import describe_recall_by_size
+
+    assert describe_recall_by_size(buckets) == "rock recall by true-rock size: 0-16 px 0.00 (4% of rock), 64-256 px 0.50 (96% of rock)"

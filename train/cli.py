@@ -95,16 +95,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from lunarseg.train.evaluate import evaluate
+    from lunarseg.train.evaluate import describe_recall_by_size, evaluate
 
     report = evaluate(args.model, args.data, split=args.split, out_dir=args.out, max_frames=args.max_frames)
     keys = ("iou", "dice", "precision", "recall", "miou")
     print(" ".join(f"{k}={report[k]:.4f}" for k in keys if k in report) + f" frames={report['frames']}")
     if "per_class_iou" in report:
         print("per-class IoU: " + json.dumps({k: round(v, 4) for k, v in report["per_class_iou"].items()}))
-    print("rock recall by true-rock size (model-input px): " + ", ".join(
-        f"{b['min_px']}-{b['max_px'] or ''}: {b['recall']:.3f} of {b['rock_pixel_share']:.1%}"
-        for b in report["recall_by_rock_size"] if b["recall"] is not None))
+    print(describe_recall_by_size(report["recall_by_rock_size"]))
     if args.out:
         print(f"report: {report['report']}\ngrid: {report['grid']}")
     return 0
