@@ -1,6 +1,7 @@
 """Compression rules on a tiny trained model: sparsity reached (the frequency trap), no wrappers left,
 QAT/PQAT convert to TFLite, PQAT keeps the zeros, the report lists every variant, bad inputs."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +278,72 @@ def test_distilled_slim_variant_fine_tunes_and_records_the_weight(run):
 def test_negative_distillation_weight_is_refused():
     with pytest.raises(ConfigError, match="distillation weight must be >= 0"):
         CompressConfig(distill=-0.5).validate()
+
+
+# ---- weight clustering (prune → cluster → PCQAT) ---------------------------------------------
+
+def _int8_kernels(tflite_bytes):
+    """{tensor name: int8 array} of the per-channel quantized 4-D int8 tensors: the convolution kernels."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=tflite_bytes)
+    interp.allocate_tensors()
+    out = {}
+    for d in interp.get_tensor_details():
+        if d["dtype"] == np.int8 and len(d["shape"]) == 4 and len(d["quantization_parameters"]["scales"]) > 1:
+            out[d["name"]] = interp.get_tensor(d["index"])
+    return out
+
+
+def test_clustering_after_pruning_leaves_at_most_n_values_per_channel_and_keeps_the_zeros(run):
+    from lunarseg.train.cluster import max_distinct_per_channel
+
+    cfg, summary = make(run, sparsity=0.5, clusters=4, cluster_epochs=1)
+    assert cfg.variant == "pruned50-c4"
+    assert summary["clustered_layers"] and summary["max_distinct_per_channel"] <= 4
+    assert summary["sparsity"] == pytest.approx(0.5, abs=0.01)
+    model = load_variant(run / "compressed" / cfg.variant)
+    assert not [layer.name for layer in model.layers if "cluster" in type(layer).__name__.lower()]
+    assert max_distinct_per_channel(model, summary["clustered_layers"]) <= 4
+    assert max_distinct_per_channel(load_variant(run / "model.keras"), summary["clustered_layers"]) > 4  # the parent
+
+
+def test_int8_export_of_a_clustered_variant_keeps_the_clusters_and_the_zeros(run, tmp_path):
+    from lunarseg.export.exporter import export_model
+
+    cfg, summary = make(run, sparsity=0.5, clusters=4, cluster_epochs=1, name="c4-export")
+    [record] = export_model(run / "compressed" / cfg.variant, "tflite-int8", calib=TR.x, calib_frames=len(TR.x),
+                            val=VA, out_dir=tmp_path, max_iou_drop=1.0)
+    assert record.status == "ok", record
+    kernels = _int8_kernels(Path(record.file).read_bytes())
+    clustered = [k for k in kernels.values() if (k == 0).mean() > 0.4]  # the pruned and clustered convolutions
+    assert len(clustered) >= len(summary["clustered_layers"]) - 1, {n: float((k == 0).mean()) for n, k in kernels.items()}
+    for k in clustered:  # TFLite conv kernels are [out, kh, kw, in]: one row per output channel
+        per_channel = [len(np.unique(c[c != 0])) for c in k.reshape(k.shape[0], -1)]
+        assert max(per_channel) <= 4, per_channel
+
+
+def test_interrupted_clustering_resumes_inside_the_cluster_phase(run):
+    cfg = CompressConfig(sparsity=0.5, epochs=1, clusters=4, cluster_epochs=2, batch_size=8, name="resume-cluster")
+    with pytest.raises(KeyboardInterrupt):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, callbacks=[StopAfterEpochs(2)])
+    assert (_state(run, "resume-cluster")["phase"], _state(run, "resume-cluster")["epoch"]) == ("cluster", 1)
+    summary = compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, resume=True)
+    assert [(e["phase"], e["epoch"]) for e in summary["epochs_run"]] == [("prune", 1), ("cluster", 1), ("cluster", 2)]
+    assert summary["max_distinct_per_channel"] <= 4 and summary["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(clusters=1), r"clusters must be 0 \(off\) or in \[2, 256\], got 1"),
+    (dict(clusters=300), r"clusters must be 0 \(off\) or in \[2, 256\], got 300"),
+    (dict(clusters=8, cluster_epochs=0), r"clustering needs at least one fine-tuning epoch"),
+    (dict(sparsity=0.5, clusters=8, qat=True), r"QAT after clustering is not offered: .* drop --qat"),
+])
+def test_bad_clustering_options_are_refused_with_a_reason(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        CompressConfig(**bad).validate()
+
+
+def test_cluster_variant_names_say_what_was_done():
+    assert CompressConfig(sparsity=0.5, clusters=16).variant == "pruned50-c16"
+    assert CompressConfig(sparsity=0.0, width=0.5, clusters=8).variant == "slim50-c8"

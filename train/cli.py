@@ -51,6 +51,9 @@ def register(sub) -> None:
     c.add_argument("--qat", action="store_true", help="quantization-aware training after pruning")
     c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
     c.add_argument("--qat-epochs", type=int, default=2)
+    c.add_argument("--clusters", type=int, default=0, help="weight clustering after pruning: at most this many "
+                   "distinct values per output channel, zeros kept (0 = off; 16 is tfmot's usual choice)")
+    c.add_argument("--cluster-epochs", type=int, default=2, help="fine-tune epochs of the clustering phase")
     c.add_argument("--lr", type=float, default=1e-3)
     c.add_argument("--distill", type=float, default=None,
                    help="knowledge distillation from the trained model: weight of its soft targets (0 = off; "
@@ -125,7 +128,8 @@ def _compress(args) -> int:
             configs = [c for c in configs if args.force or c.variant not in done]
         else:
             configs = [CompressConfig(sparsity=args.sparsity, schedule=args.schedule, structure=args.structure, width=args.width,
-                                      qat=args.qat, preserve_sparsity=args.preserve_sparsity, name=args.name, **common)]
+                                      qat=args.qat, preserve_sparsity=args.preserve_sparsity, clusters=args.clusters,
+                                      cluster_epochs=args.cluster_epochs, name=args.name, **common)]
         for cfg in configs:
             cfg.validate()
         from lunarseg.train.compress import compress

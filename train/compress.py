@@ -1,5 +1,6 @@
-"""Fine-tune a trained U-Net into compressed variants: magnitude pruning (tfmot), quantization-aware
-training, and pruning-preserving QAT. Post-training quantization happens at export."""
+"""Fine-tune a trained U-Net into compressed variants: magnitude pruning (tfmot), channel slimming,
+weight clustering, quantization-aware training and its pruning- / cluster-preserving forms.
+Post-training quantization happens at export."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ import tf_keras as keras
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
 from lunarseg.train import checkpoint, losses
+from lunarseg.train import cluster as clustering
 from lunarseg.train import distill as distillation
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
@@ -27,13 +29,19 @@ from lunarseg.train.model import count_macs
 from lunarseg.train.slim import slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
 
+MIN_CLUSTERS, MAX_CLUSTERS = clustering.MIN_CLUSTERS, clustering.MAX_CLUSTERS
+# The clustering fine-tune moves centroids that many weights share, so it runs at a tenth of the
+# pruning learning rate (tfmot's guide fine-tunes clustered models at a small rate too).
+CLUSTER_LR_SHARE = 0.1
+
 SCHEDULES = ("polynomial", "constant")
 STRUCTURES = ("unstructured", "2:4")
 
 
 @dataclass
 class CompressConfig:
-    """One variant: prune to `sparsity` (0 = no pruning), then optionally QAT / PQAT."""
+    """One variant: slim to `width`, prune to `sparsity` (0 = no pruning), cluster to `clusters`
+    values per channel (0 = off), or QAT / PQAT (pruning-preserving) after pruning."""
 
     sparsity: float = 0.5
     schedule: str = "polynomial"
@@ -43,6 +51,11 @@ class CompressConfig:
     qat: bool = False
     preserve_sparsity: bool = False
     qat_epochs: int = 2
+    # > 0: weight clustering after pruning/slimming (train/cluster.py): at most this many distinct
+    # values per output channel, the zeros kept. int8 comes from post-training quantization at
+    # export, which maps each channel's values one to one and so keeps the clusters.
+    clusters: int = 0
+    cluster_epochs: int = 2
     # Constant 1e-3, measured on a 60-epoch 192×128 model (val IoU 0.628): 50 % over 4 epochs lost
     # 0.008, 75 % lost 0.045 (4 epochs) / 0.034 (8). A cosine decay to 5 % lost more (0.050 / 0.042);
     # 2e-4 recovered less. (Before the input conv and head were kept dense, 75 % collapsed to 0.09.)
@@ -72,6 +85,14 @@ class CompressConfig:
             raise ConfigError(f"width must be in (0, 1] (the share of channels kept), got {self.width}")
         if self.epochs < 1 and (self.sparsity > 0 or self.width < 1):
             raise ConfigError("pruning needs at least one fine-tuning epoch (--epochs)")
+        if self.clusters and not MIN_CLUSTERS <= self.clusters <= MAX_CLUSTERS:
+            raise ConfigError(f"clusters must be 0 (off) or in [{MIN_CLUSTERS}, {MAX_CLUSTERS}], got {self.clusters}")
+        if self.clusters and self.cluster_epochs < 1:
+            raise ConfigError("clustering needs at least one fine-tuning epoch (--cluster-epochs)")
+        if self.clusters and self.qat:
+            raise ConfigError("QAT after clustering is not offered: tfmot's cluster-preserving QAT model cannot be "
+                              "reloaded from a file (its weight count depends on the weight values); drop --qat, the "
+                              "int8 export of a clustered variant keeps its clusters")
         if self.distill < 0:
             raise ConfigError(f"distillation weight must be >= 0, got {self.distill}")
         return self
@@ -83,6 +104,8 @@ class CompressConfig:
         parts = [f"slim{round(self.width * 100)}"] if self.width < 1 else []
         if self.sparsity:
             parts.append(f"pruned{round(self.sparsity * 100)}" + ("-2of4" if self.structure == "2:4" else ""))
+        if self.clusters:
+            parts.append(f"c{self.clusters}")
         if self.qat:
             parts.append("pqat" if self.preserve_sparsity else "qat")
         return "-".join(parts) or "finetuned"
@@ -284,16 +307,25 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         return model
 
     # Phases in order; those before the saved state's phase are done (their result is inside the
-    # saved checkpoint or stage.keras), so only their model structure is rebuilt.
+    # saved checkpoint or the stage file), so only their model structure is rebuilt.
     order = [p for p, wanted in (("slim", cfg.width < 1), ("prune", cfg.sparsity > 0),
-                                 ("finetune", cfg.width == 1 and cfg.sparsity == 0 and not cfg.qat),
-                                 ("qat", cfg.qat)) if wanted]
+                                 ("finetune", cfg.width == 1 and cfg.sparsity == 0 and not cfg.qat and not cfg.clusters),
+                                 ("cluster", cfg.clusters > 0), ("qat", cfg.qat)) if wanted]
     at = order.index(state["phase"]) if state["phase"] in order else -1
 
     def todo(phase: str) -> bool:
         return order.index(phase) >= at
 
-    staged = ckpt / "stage.keras"  # the model entering QAT, so a resume inside QAT can rebuild it
+    def entering(phase: str, model):
+        """The model a wrapping phase starts from, kept in the stage file so that a resume inside the
+        phase rebuilds the wrappers (cluster masks, quantizers) from the same weights."""
+        staged = ckpt / f"stage-{phase}.keras"
+        if state["phase"] == phase:
+            return checkpoint.load_model(staged)
+        if todo(phase):
+            checkpoint.save_model(model, staged)
+        return model
+
     model, model_cfg = parent, TrainConfig.from_dict(meta.train_config)
     if "slim" in order:
         slimmed, model_cfg = slim_unet(parent, model_cfg, cfg.width)
@@ -305,10 +337,17 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         model = tfmot.sparsity.keras.strip_pruning(pruned)
     if "finetune" in order:
         model = run_phase("finetune", lambda: parent, cfg.epochs, cfg.learning_rate)
+    clustered_layers = []
+    if cfg.clusters:
+        unclustered = entering("cluster", model)
+        keep = kept_dense(unclustered)
+        clustered_layers = clustering.clusterable_layers(unclustered, cfg.clusters, keep)
+        if todo("cluster"):
+            wrapped = run_phase("cluster", lambda: clustering.apply_clustering(unclustered, cfg.clusters, cfg.sparsity > 0, keep),
+                                cfg.cluster_epochs, cfg.learning_rate * CLUSTER_LR_SHARE)
+            model = clustering.strip_clustering(wrapped)
     if cfg.qat:
-        if todo("qat") and state["phase"] != "qat":
-            checkpoint.save_model(model, staged)
-        stage = checkpoint.load_model(staged) if state["phase"] == "qat" else model
+        stage = entering("qat", model)
     pruned_sparsity = kernel_sparsity(stage if cfg.qat else model)
     if cfg.qat:
         model = run_phase("qat", lambda: apply_qat(stage, cfg.preserve_sparsity), cfg.qat_epochs, cfg.learning_rate / 2)
@@ -325,6 +364,8 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
         "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
         "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in state["history"]],
+        "clusters": cfg.clusters, "clustered_layers": clustered_layers,
+        "max_distinct_per_channel": clustering.max_distinct_per_channel(model, clustered_layers) if cfg.clusters else None,
         "width": cfg.width, "filters": model_cfg.filters, "macs_before": count_macs(parent), "macs": count_macs(model),
     }
     vmeta = meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
