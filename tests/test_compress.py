@@ -222,6 +222,22 @@ def test_slim_variant_fine_tunes_records_its_width_and_converts_to_tflite(run):
     assert len(tf.lite.TFLiteConverter.from_keras_model(model).convert()) > 0
 
 
+def test_batchnorm_recalibration_sets_moving_statistics_to_the_mean_of_the_batch_statistics(run):
+    from lunarseg.train.checkpoint import load_model, resolve_model
+    from lunarseg.train.slim import recalibrate_batchnorm
+
+    model = load_model(resolve_model(run)[0])
+    bn = model.get_layer("enc0_bn1")
+    momentum = bn.momentum
+    x = np.random.default_rng(3).random((12, 32, 32, 1), dtype=np.float32)
+    assert recalibrate_batchnorm(model, x, batch_size=4) == 3
+    conv = keras.Model(model.input, model.get_layer("enc0_conv1").output).predict(x, verbose=0)
+    batches = conv.reshape(3, 4, 32, 32, -1)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(axis=(1, 2, 3)).mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(axis=(1, 2, 3)).mean(axis=0), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == momentum
+
+
 @pytest.mark.parametrize("width", [0.0, 1.5])
 def test_width_outside_zero_to_one_is_refused(width):
     with pytest.raises(ConfigError, match=r"width must be in \(0, 1\]"):
@@ -347,3 +363,16 @@ def test_bad_clustering_options_are_refused_with_a_reason(bad, message):
 def test_cluster_variant_names_say_what_was_done():
     assert CompressConfig(sparsity=0.5, clusters=16).variant == "pruned50-c16"
     assert CompressConfig(sparsity=0.0, width=0.5, clusters=8).variant == "slim50-c8"
+
+
+def test_compress_all_keeps_each_variants_own_epochs_unless_epochs_is_given(tmp_path):
+    from lunarseg.cli import build_parser
+    from lunarseg.train.cli import compress_configs
+
+    parse = build_parser().parse_args
+    own = {c.variant: c.epochs for c in compress_configs(parse(["compress", str(tmp_path), "--all"]))}
+    assert own["slim50"] == 16 and own["pruned50"] == 4, own
+    forced = {c.variant: c.epochs for c in compress_configs(parse(["compress", str(tmp_path), "--all", "--epochs", "2"]))}
+    assert set(forced.values()) == {2}, forced
+    [single] = compress_configs(parse(["compress", str(tmp_path), "--sparsity", "0.5", "--clusters", "16"]))
+    assert (single.variant, single.epochs, single.clusters, single.cluster_epochs) == ("pruned50-c16", 4, 16, 2)

@@ -47,7 +47,8 @@ def register(sub) -> None:
     c.add_argument("--structure", default="unstructured", help="unstructured | 2:4")
     c.add_argument("--width", type=float, default=1.0, help="structured channel pruning: share of every layer's "
                    "channels to keep, e.g. 0.5 = a quarter of the MACs (default 1 = off)")
-    c.add_argument("--epochs", type=int, default=4, help="fine-tune epochs after slimming / during pruning")
+    c.add_argument("--epochs", type=int, default=None, help="fine-tune epochs after slimming / during pruning "
+                   "(default: 4; with --all each variant's own: 16 for slim50)")
     c.add_argument("--qat", action="store_true", help="quantization-aware training after pruning")
     c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
     c.add_argument("--qat-epochs", type=int, default=2)
@@ -111,25 +112,30 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _compress(args) -> int:
+def compress_configs(args) -> list:
+    """The variants a `compress` command asks for. Options given on the command line override every
+    variant; with --all, the others keep each default variant's own (e.g. slim50's longer fine-tune)."""
     import dataclasses
 
     from lunarseg.train.checkpoint import variant_dirs
-    from lunarseg.train.compress import DEFAULT_VARIANTS, CompressConfig, format_report, report_rows
+    from lunarseg.train.compress import DEFAULT_VARIANTS, CompressConfig
+
+    common = dict(learning_rate=args.lr, batch_size=args.batch_size, qat_epochs=args.qat_epochs, max_frames=args.max_frames)
+    common.update({k: v for k, v in (("epochs", args.epochs), ("distill", args.distill)) if v is not None})
+    if args.all:
+        done = {d.name for d in variant_dirs(args.run)}
+        configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]
+        return [c for c in configs if args.force or c.variant not in done]
+    return [CompressConfig(sparsity=args.sparsity, schedule=args.schedule, structure=args.structure, width=args.width,
+                           qat=args.qat, preserve_sparsity=args.preserve_sparsity, clusters=args.clusters,
+                           cluster_epochs=args.cluster_epochs, name=args.name, **common)]
+
+
+def _compress(args) -> int:
+    from lunarseg.train.compress import format_report, report_rows
 
     if not args.report:
-        common = dict(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, qat_epochs=args.qat_epochs,
-                      max_frames=args.max_frames)
-        if args.distill is not None:
-            common["distill"] = args.distill
-        if args.all:
-            done = {d.name for d in variant_dirs(args.run)}
-            configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]
-            configs = [c for c in configs if args.force or c.variant not in done]
-        else:
-            configs = [CompressConfig(sparsity=args.sparsity, schedule=args.schedule, structure=args.structure, width=args.width,
-                                      qat=args.qat, preserve_sparsity=args.preserve_sparsity, clusters=args.clusters,
-                                      cluster_epochs=args.cluster_epochs, name=args.name, **common)]
+        configs = compress_configs(args)
         for cfg in configs:
             cfg.validate()
         from lunarseg.train.compress import compress

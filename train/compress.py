@@ -26,7 +26,7 @@ from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.pipeline import make_dataset, normalise
 from lunarseg.train.model import count_macs
-from lunarseg.train.slim import slim_unet
+from lunarseg.train.slim import recalibrate_batchnorm, slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
 
 MIN_CLUSTERS, MAX_CLUSTERS = clustering.MIN_CLUSTERS, clustering.MAX_CLUSTERS
@@ -117,7 +117,9 @@ DEFAULT_VARIANTS = (
     CompressConfig(sparsity=0.75),
     CompressConfig(sparsity=0.0, qat=True),
     CompressConfig(sparsity=0.5, qat=True, preserve_sparsity=True),
-    CompressConfig(sparsity=0.0, width=0.5),  # a quarter of the MACs: the one that runs faster
+    # A quarter of the MACs: the one that runs faster. Half the channels need a longer fine-tune than
+    # pruning does (measured on the demo model: val IoU drop 0.073 after 4 epochs, -0.008 after 16).
+    CompressConfig(sparsity=0.0, width=0.5, epochs=16),
 )
 
 
@@ -329,6 +331,8 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
     model, model_cfg = parent, TrainConfig.from_dict(meta.train_config)
     if "slim" in order:
         slimmed, model_cfg = slim_unet(parent, model_cfg, cfg.width)
+        if todo("slim") and state["phase"] != "slim":  # a resumed phase restores its own statistics
+            recalibrate_batchnorm(slimmed, normalise(train_arrays.x), cfg.batch_size)
         model = run_phase("slim", lambda: slimmed, cfg.epochs, cfg.learning_rate) if todo("slim") else slimmed
     if "prune" in order and todo("prune"):
         dense = model

@@ -95,3 +95,29 @@ def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras
                               "it handles the lunarseg U-Net's Conv2D, BatchNormalization, ReLU, pooling, "
                               "upsampling, dropout and concatenation")
     return slim, new_cfg
+
+
+def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 16) -> int:
+    """Re-estimate every batch norm's moving mean and variance on `x` (model-ready floats).
+
+    Slimming removes half of each convolution's inputs, so the statistics the trained model kept no
+    longer describe the activations. Fine-tuning trains with batch statistics, but inference uses the
+    moving ones, which follow at momentum 0.99 — about 100 steps. Measured on the demo model without
+    this step: slim50's val IoU stayed 0 for 12 epochs and its logits stayed near 0, too close for int8
+    to resolve. Running averages over the data from the start fix the statistics (BN recalibration).
+    Returns the number of batches used.
+    """
+    bns = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
+    if not bns or not len(x):
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    try:
+        for k, batch in enumerate(batches):
+            for bn in bns:  # moving = k/(k+1)·moving + 1/(k+1)·batch: the mean over the batches so far
+                bn.momentum = k / (k + 1)
+            model(batch, training=True)
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+    return len(batches)
