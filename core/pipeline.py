@@ -25,6 +25,7 @@ class DemoConfig:
     compress_epochs: int = 4
     slim_epochs: int = 16  # channel slimming recovers slower than pruning (see train/compress.py)
     qat_epochs: int = 1
+    cluster_epochs: int = 2
     calib_frames: int = 100
     bench_frames: int = 20
     sample_frames: int = 8
@@ -38,7 +39,7 @@ class DemoConfig:
 
 
 QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), filters=4, depth=2, epochs=2,
-                   batch_size=8, compress_epochs=1, slim_epochs=1, qat_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
+                   batch_size=8, compress_epochs=1, slim_epochs=1, qat_epochs=1, cluster_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
                    max_iou_drop=1.0, formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="onnx-int8")
 
 
@@ -93,14 +94,14 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
           f"on {report['frames']} frames")
     print(describe_recall_by_size(report["recall_by_rock_size"]))
 
-    _step("4/8 compress (pruning, QAT, PQAT)", t0)
+    _step("4/8 compress (pruning, QAT, PQAT, slimming, clustering)", t0)
     from lunarseg.train.checkpoint import variant_dirs
     from lunarseg.train.compress import DEFAULT_VARIANTS, compress, format_report, report_rows
 
     done = {d.name for d in variant_dirs(run)}
     for v in DEFAULT_VARIANTS:
         v = replace(v, epochs=cfg.slim_epochs if v.width < 1 else cfg.compress_epochs, qat_epochs=cfg.qat_epochs,
-                    batch_size=cfg.batch_size)
+                    cluster_epochs=cfg.cluster_epochs, batch_size=cfg.batch_size)
         if v.variant not in done:
             compress(run, v, data_dir=data, verbose=2)
     print(format_report(report_rows(run)))

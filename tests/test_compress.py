@@ -354,6 +354,7 @@ def test_interrupted_clustering_resumes_inside_the_cluster_phase(run):
     (dict(clusters=300), r"clusters must be 0 \(off\) or in \[2, 256\], got 300"),
     (dict(clusters=8, cluster_epochs=0), r"clustering needs at least one fine-tuning epoch"),
     (dict(sparsity=0.5, clusters=8, qat=True), r"QAT after clustering is not offered: .* drop --qat"),
+    (dict(lr_schedule="step"), r"unknown learning-rate schedule 'step'; valid: constant, cosine"),
 ])
 def test_bad_clustering_options_are_refused_with_a_reason(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -370,8 +371,9 @@ def test_compress_all_keeps_each_variants_own_epochs_unless_epochs_is_given(tmp_
     from lunarseg.train.cli import compress_configs
 
     parse = build_parser().parse_args
-    own = {c.variant: c.epochs for c in compress_configs(parse(["compress", str(tmp_path), "--all"]))}
-    assert own["slim50"] == 16 and own["pruned50"] == 4, own
+    own = {c.variant: (c.epochs, c.learning_rate, c.lr_schedule)
+           for c in compress_configs(parse(["compress", str(tmp_path), "--all"]))}
+    assert own["slim50"] == (16, 3e-3, "cosine") and own["pruned50"] == (4, 1e-3, "constant"), own
     forced = {c.variant: c.epochs for c in compress_configs(parse(["compress", str(tmp_path), "--all", "--epochs", "2"]))}
     assert set(forced.values()) == {2}, forced
     [single] = compress_configs(parse(["compress", str(tmp_path), "--sparsity", "0.5", "--clusters", "16"]))

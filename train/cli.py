@@ -55,7 +55,10 @@ def register(sub) -> None:
     c.add_argument("--clusters", type=int, default=0, help="weight clustering after pruning: at most this many "
                    "distinct values per output channel, zeros kept (0 = off; 16 is tfmot's usual choice)")
     c.add_argument("--cluster-epochs", type=int, default=2, help="fine-tune epochs of the clustering phase")
-    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default: 1e-3; with --all each "
+                   "variant's own: 3e-3 for slim50)")
+    c.add_argument("--lr-schedule", default=None, help="constant | cosine, of the slim/prune phase (default: constant; "
+                   "with --all each variant's own: cosine for slim50)")
     c.add_argument("--distill", type=float, default=None,
                    help="knowledge distillation from the trained model: weight of its soft targets (0 = off; "
                         "default: each variant's own, see `compress --all`)")
@@ -63,7 +66,7 @@ def register(sub) -> None:
     c.add_argument("--name", default="", help="variant name (default from the options, e.g. pruned50-pqat)")
     c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
     c.add_argument("--max-frames", type=int, default=0)
-    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat, slim50")
+    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat, slim50, pruned50-c8")
     c.add_argument("--force", action="store_true", help="start over: remake existing variants (--all) and drop "
                    "an interrupted fine-tune's checkpoints")
     c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")
@@ -120,8 +123,9 @@ def compress_configs(args) -> list:
     from lunarseg.train.checkpoint import variant_dirs
     from lunarseg.train.compress import DEFAULT_VARIANTS, CompressConfig
 
-    common = dict(learning_rate=args.lr, batch_size=args.batch_size, qat_epochs=args.qat_epochs, max_frames=args.max_frames)
-    common.update({k: v for k, v in (("epochs", args.epochs), ("distill", args.distill)) if v is not None})
+    common = dict(batch_size=args.batch_size, qat_epochs=args.qat_epochs, max_frames=args.max_frames)
+    common.update({k: v for k, v in (("epochs", args.epochs), ("distill", args.distill), ("learning_rate", args.lr),
+                                     ("lr_schedule", args.lr_schedule)) if v is not None})
     if args.all:
         done = {d.name for d in variant_dirs(args.run)}
         configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]
