@@ -311,10 +311,15 @@ def _int8_kernels(tflite_bytes):
     return out
 
 
-def test_clustering_after_pruning_leaves_at_most_n_values_per_channel_and_keeps_the_zeros(run):
+@pytest.fixture(scope="module")
+def clustered(run):
+    return make(run, sparsity=0.5, clusters=4, cluster_epochs=1)
+
+
+def test_clustering_after_pruning_leaves_at_most_n_values_per_channel_and_keeps_the_zeros(run, clustered):
     from lunarseg.train.cluster import max_distinct_per_channel
 
-    cfg, summary = make(run, sparsity=0.5, clusters=4, cluster_epochs=1)
+    cfg, summary = clustered
     assert cfg.variant == "pruned50-c4"
     assert summary["clustered_layers"] and summary["max_distinct_per_channel"] <= 4
     assert summary["sparsity"] == pytest.approx(0.5, abs=0.01)
@@ -324,10 +329,10 @@ def test_clustering_after_pruning_leaves_at_most_n_values_per_channel_and_keeps_
     assert max_distinct_per_channel(load_variant(run / "model.keras"), summary["clustered_layers"]) > 4  # the parent
 
 
-def test_int8_export_of_a_clustered_variant_keeps_the_clusters_and_the_zeros(run, tmp_path):
+def test_int8_export_of_a_clustered_variant_keeps_the_clusters_and_the_zeros(run, clustered, tmp_path):
     from lunarseg.export.exporter import export_model
 
-    cfg, summary = make(run, sparsity=0.5, clusters=4, cluster_epochs=1, name="c4-export")
+    cfg, summary = clustered
     [record] = export_model(run / "compressed" / cfg.variant, "tflite-int8", calib=TR.x, calib_frames=len(TR.x),
                             val=VA, out_dir=tmp_path, max_iou_drop=1.0)
     assert record.status == "ok", record
