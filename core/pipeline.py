@@ -22,8 +22,7 @@ class DemoConfig:
     depth: int = 4
     epochs: int = 16
     batch_size: int = 16
-    compress_epochs: int = 4
-    slim_epochs: int = 16  # channel slimming recovers slower than pruning (see train/compress.py)
+    compress_epochs: int = 0  # 0: each default variant's own (train/compress.py DEFAULT_VARIANTS)
     qat_epochs: int = 1
     cluster_epochs: int = 2
     calib_frames: int = 100
@@ -39,7 +38,7 @@ class DemoConfig:
 
 
 QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), filters=4, depth=2, epochs=2,
-                   batch_size=8, compress_epochs=1, slim_epochs=1, qat_epochs=1, cluster_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
+                   batch_size=8, compress_epochs=1, qat_epochs=1, cluster_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
                    max_iou_drop=1.0, formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="onnx-int8")
 
 
@@ -100,7 +99,7 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
 
     done = {d.name for d in variant_dirs(run)}
     for v in DEFAULT_VARIANTS:
-        v = replace(v, epochs=cfg.slim_epochs if v.width < 1 else cfg.compress_epochs, qat_epochs=cfg.qat_epochs,
+        v = replace(v, epochs=cfg.compress_epochs or v.epochs, qat_epochs=cfg.qat_epochs,
                     cluster_epochs=cfg.cluster_epochs, batch_size=cfg.batch_size)
         if v.variant not in done:
             compress(run, v, data_dir=data, verbose=2)
