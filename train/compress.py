@@ -1,6 +1,6 @@
 """Fine-tune a trained U-Net into compressed variants: magnitude pruning (tfmot), channel slimming,
-weight clustering, quantization-aware training and its pruning- / cluster-preserving forms.
-Post-training quantization happens at export."""
+weight clustering, quantization-aware training and its pruning-preserving form. Post-training
+quantization happens at export."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +41,8 @@ STRUCTURES = ("unstructured", "2:4")
 
 @dataclass
 class CompressConfig:
-    """One variant: slim to `width`, prune to `sparsity` (0 = no pruning), cluster to `clusters`
-    values per channel (0 = off), or QAT / PQAT (pruning-preserving) after pruning."""
+    """One variant: slim to `width`, prune to `sparsity` (0 = no pruning), then cluster to `clusters`
+    values per kernel (0 = off) or QAT / PQAT (pruning-preserving QAT)."""
 
     sparsity: float = 0.5
     schedule: str = "polynomial"
@@ -53,8 +53,8 @@ class CompressConfig:
     preserve_sparsity: bool = False
     qat_epochs: int = 2
     # > 0: weight clustering after pruning/slimming (train/cluster.py): at most this many distinct
-    # values per output channel, the zeros kept. int8 comes from post-training quantization at
-    # export, which maps each channel's values one to one and so keeps the clusters.
+    # values per kernel, the zeros kept. int8 comes from post-training quantization at export, which
+    # maps each channel's values one to one and so keeps the clusters.
     clusters: int = 0
     cluster_epochs: int = 2
     # Constant 1e-3, measured on a 60-epoch 192×128 model (val IoU 0.628): 50 % over 4 epochs lost
