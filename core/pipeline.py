@@ -7,10 +7,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lunarseg.runtime.errors import ConfigError
+
 
 @dataclass
 class DemoConfig:
-    """Sizes chosen by measurement on a 2-core CPU (see README); `quick` is the CI-sized pipeline."""
+    """Sizes chosen by measurement on a 2-core CPU (see README). `FULL` is the profile the README's
+    numbers come from; `BUDGET` (the default) fits a wall-clock budget; `QUICK` is the CI smoke run."""
 
     frames: int = 300
     frame_size: tuple[int, int] = (720, 480)
@@ -20,7 +23,7 @@ class DemoConfig:
     model_size: tuple[int, int] = (192, 128)
     filters: int = 16
     depth: int = 4
-    epochs: int = 16
+    epochs: int = 16  # with a budget: the most it may train
     batch_size: int = 16
     compress_epochs: int = 0  # 0: each default variant's own (train/compress.py DEFAULT_VARIANTS)
     qat_epochs: int = 1
@@ -33,13 +36,24 @@ class DemoConfig:
     # never the deployable choice): 22 artifacts instead of 42, about half the export and bench time.
     # onnx-int8-tflite is the int8 ONNX route for QAT variants, whose own onnx-int8 stays float.
     variant_formats: str = "tflite-int8,onnx-int8,onnx-int8-tflite"
+    variants: tuple[str, ...] = ()  # names from DEFAULT_VARIANTS; () = all of them
+    # > 0: minutes the demo may take (install excluded); training and fine-tuning epochs are then
+    # chosen from this machine's measured training speed (core/budget.py).
+    budget_min: float = 0.0
     max_iou_drop: float = 0.02
     seed: int = 1
 
 
+FULL = DemoConfig()
+# `make demo`: <= 20 minutes on a 2-core CPU with the install (~3 min). The three variants that carry
+# the targets — int8 + 50 % sparsity (IoU), + 8 clusters (size), half width (speed) — and 9 artifacts.
+BUDGET = replace(FULL, frames=200, budget_min=16.0, variants=("pruned50", "slim50", "pruned50-c8"),
+                 formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="tflite-int8,onnx-int8",
+                 calib_frames=32, bench_frames=10, sample_frames=4)
 QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), filters=4, depth=2, epochs=2,
                    batch_size=8, compress_epochs=1, qat_epochs=1, cluster_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
                    max_iou_drop=1.0, formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="onnx-int8")
+PROFILES = {"budget": BUDGET, "full": FULL, "quick": QUICK}
 
 
 def register(sub) -> None:
@@ -47,7 +61,11 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic data",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="demo_out", help="output directory")
-    p.add_argument("--quick", action="store_true", help="tiny model and few frames (CI smoke run, ~2 min)")
+    p.add_argument("--profile", default="budget", help="budget (fits --budget-min, `make demo`) | full (the "
+                   "README's numbers, ~70 min on 2 cores) | quick (tiny CI smoke run, ~2 min)")
+    p.add_argument("--quick", action="store_true", help="same as --profile quick")
+    p.add_argument("--budget-min", type=float, help="minutes the demo may take (install excluded); 0 = the "
+                   "profile's fixed epochs (default: the profile's, 16 for budget)")
     p.add_argument("--frames", type=int, help="synthetic frames to generate")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--workers", type=int, default=2, help="processes for scene generation")
@@ -80,8 +98,16 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
 
     tcfg = TrainConfig(width=cfg.model_size[0], height=cfg.model_size[1], depth=cfg.depth, filters=cfg.filters,
                        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, patience=max(4, cfg.epochs // 3))
+    variants = demo_variants(cfg)
     if not (run / "meta.json").exists():
-        summary = train(tcfg, data, run, resume=(run / "checkpoints/state.json").exists(), verbose=2)
+        resume = (run / "checkpoints/state.json").exists()
+        if resume:  # keep the epochs an interrupted run was planned with (its cosine schedule depends on them)
+            tcfg = replace(tcfg, epochs=TrainConfig.from_dict(_read_json(run / "checkpoints/state.json")["config"]).epochs)
+        elif cfg.budget_min:
+            plan = _plan(cfg, tcfg, data, variants, time.perf_counter() - t0)
+            print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
+            tcfg = replace(tcfg, epochs=plan.train_epochs)
+        summary = train(tcfg, data, run, resume=resume, verbose=2)
         print(f"val IoU {summary['val']['iou']:.4f}, {summary['train_images_per_s']} images/s")
     timings["train_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
 
@@ -95,12 +121,18 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
 
     _step("4/8 compress (pruning, QAT, PQAT, slimming, clustering)", t0)
     from lunarseg.train.checkpoint import variant_dirs
-    from lunarseg.train.compress import DEFAULT_VARIANTS, compress, format_report, report_rows
+    from lunarseg.train.compress import compress, format_report, report_rows
 
     done = {d.name for d in variant_dirs(run)}
-    for v in DEFAULT_VARIANTS:
-        v = replace(v, epochs=cfg.compress_epochs or v.epochs, qat_epochs=cfg.qat_epochs,
-                    cluster_epochs=cfg.cluster_epochs, batch_size=cfg.batch_size)
+    epochs = {}
+    if cfg.budget_min:
+        plan = _plan(cfg, tcfg, data, [v for v in variants if v.variant not in done], time.perf_counter() - t0,
+                     trained=True, measured_epoch_s=_mean_epoch_s(run))
+        epochs = plan.variant_epochs
+        print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
+    for v in variants:
+        e, c = epochs.get(v.variant, (cfg.compress_epochs or v.epochs, cfg.cluster_epochs))
+        v = replace(v, epochs=e, qat_epochs=cfg.qat_epochs, cluster_epochs=c or cfg.cluster_epochs, batch_size=cfg.batch_size)
         if v.variant not in done:
             compress(run, v, data_dir=data, verbose=2)
     print(format_report(report_rows(run)))
@@ -158,8 +190,77 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     return {"paths": {k: str(v) for k, v in paths.items()}, "results": results, "choice": choice}
 
 
+def demo_variants(cfg: DemoConfig) -> list:
+    """The compression variants the profile makes, in DEFAULT_VARIANTS order; unknown names are refused."""
+    from lunarseg.runtime.errors import unknown_key
+    from lunarseg.train.compress import DEFAULT_VARIANTS
+
+    by_name = {v.variant: v for v in DEFAULT_VARIANTS}
+    for name in cfg.variants:
+        if name not in by_name:
+            raise unknown_key("demo variant", name, tuple(by_name))
+    return [v for v in DEFAULT_VARIANTS if not cfg.variants or v.variant in cfg.variants]
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def _mean_epoch_s(run: Path) -> float | None:
+    """Mean seconds of the base model's training epochs (validation included), from history.csv."""
+    import csv
+
+    path = run / "history.csv"
+    if not path.exists():
+        return None
+    seconds = [float(r["seconds"]) for r in csv.DictReader(path.open()) if r.get("seconds")]
+    return sum(seconds) / len(seconds) if seconds else None
+
+
+def _plan(cfg: DemoConfig, tcfg, data: Path, variants: list, elapsed_s: float, *, trained: bool = False,
+          measured_epoch_s: float | None = None):
+    """Plan the epochs that fit the budget: from a measured training epoch when there is one, else from
+    a few timed training batches of the demo model (the probe)."""
+    from lunarseg.budget import StageCosts, VariantWork, plan_demo
+    from lunarseg.data.loader import DatasetIndex
+
+    index = DatasetIndex.scan(data)
+    n_train, n_val = len(index.split("train")), len(index.split("val"))
+    costs = StageCosts()
+    if measured_epoch_s:
+        rate = (n_train + costs.val_frame_share * n_val) / measured_epoch_s
+    else:
+        from lunarseg.train.fit import measure_training_speed
+
+        rate = measure_training_speed(tcfg)
+    work = [VariantWork(v.variant, cfg.compress_epochs or v.epochs, cost=VARIANT_EPOCH_COST.get(v.width < 1, 1.0),
+                        cluster_epochs=cfg.cluster_epochs if v.clusters else 0) for v in variants]
+    from lunarseg.export.formats import resolve_formats
+
+    artifacts = len(resolve_formats(cfg.formats)) + len(variants) * len(resolve_formats(cfg.variant_formats))
+    return plan_demo(budget_s=cfg.budget_min * 60, elapsed_s=elapsed_s, images_per_s=rate, train_frames=n_train,
+                     val_frames=n_val, variants=work, artifacts=artifacts, max_train_epochs=0 if trained else tcfg.epochs,
+                     costs=costs)
+
+
+# Per-epoch fine-tuning cost relative to a base training epoch, measured on the demo model: pruning
+# and clustering ~0.9–1.0 (same MACs, mask updates), half width 0.5 (a quarter of the MACs).
+VARIANT_EPOCH_COST = {True: 0.5, False: 1.0}
+
+
 def _demo(args) -> int:
-    cfg = QUICK if args.quick else DemoConfig()
+    from lunarseg.runtime.errors import unknown_key
+
+    name = "quick" if args.quick else args.profile
+    if name not in PROFILES:
+        raise unknown_key("demo profile", name, tuple(PROFILES))
+    cfg = PROFILES[name]
+    if args.budget_min is not None:
+        if args.budget_min < 0:
+            raise ConfigError(f"--budget-min must be >= 0 (0 = the profile's fixed epochs), got {args.budget_min:g}")
+        cfg = replace(cfg, budget_min=args.budget_min)
     if args.frames:
         cfg = replace(cfg, frames=args.frames)
     if args.epochs:

@@ -1,0 +1,105 @@
+"""Fit `lunarseg demo` into a wall-clock budget: epochs are chosen from this machine's measured
+training speed, so a slow CPU trains less instead of overrunning (pure arithmetic; no TensorFlow)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from lunarseg.runtime.errors import ConfigError
+
+# Share of the time left for fine-tuning that goes to training the base model (the rest compresses it).
+TRAIN_SHARE = 0.6
+MIN_TRAIN_EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Seconds the non-training stages took in a budget demo on the reference machine (2-core AMD
+    EPYC, AVX2), where training ran at `reference_images_per_s`; a slower machine scales them up."""
+
+    reference_images_per_s: float = 3.9
+    evaluate_s: float = 15.0
+    export_per_artifact_s: float = 22.0
+    bench_per_artifact_s: float = 14.0
+    finish_s: float = 25.0  # select + segment the sample frames + the summary
+    # A validation frame costs about a third of a training frame (forward pass only).
+    val_frame_share: float = 1 / 3
+
+    def fixed_s(self, artifacts: int, images_per_s: float) -> float:
+        """Everything after compression, scaled by how much slower this machine trains."""
+        slow = self.reference_images_per_s / images_per_s
+        return slow * (self.evaluate_s + artifacts * (self.export_per_artifact_s + self.bench_per_artifact_s)
+                       + self.bench_per_artifact_s + self.finish_s)  # + the Keras baseline row
+
+    def epoch_s(self, train_frames: int, val_frames: int, images_per_s: float, cost: float = 1.0) -> float:
+        """One fine-tuning epoch: `cost` × the base model's per-frame training cost, plus validation."""
+        return (cost * train_frames + self.val_frame_share * val_frames) / images_per_s
+
+
+@dataclass(frozen=True)
+class VariantWork:
+    """One compressed variant's fine-tuning: its default epochs per phase and their per-epoch cost
+    relative to a training epoch of the base model (measured: pruning 0.9, clustering 1.0,
+    slimming to half width 0.5 — a quarter of the MACs, but the same data pipeline and saves)."""
+
+    name: str
+    epochs: int
+    cost: float = 1.0
+    cluster_epochs: int = 0
+
+
+@dataclass
+class DemoPlan:
+    """What the budget allows: base epochs, each variant's (epochs, cluster epochs), and the estimate."""
+
+    images_per_s: float
+    train_epochs: int
+    variant_epochs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    estimate_s: dict[str, float] = field(default_factory=dict)
+    over_budget: bool = False
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {e}" + (f"+{c} cluster" if c else "") for k, (e, c) in self.variant_epochs.items())
+        est = " + ".join(f"{k} {v:.0f}" for k, v in self.estimate_s.items())
+        return (f"measured {self.images_per_s:.2f} training images/s → train {self.train_epochs} epochs; "
+                f"compress epochs: {parts}; estimate (s): {est} = {sum(self.estimate_s.values()):.0f}"
+                + ("  [the minimum pipeline does not fit the budget on this machine]" if self.over_budget else ""))
+
+
+def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_frames: int, val_frames: int,
+              variants: list[VariantWork], artifacts: int, max_train_epochs: int,
+              costs: StageCosts = StageCosts()) -> DemoPlan:
+    """Split the time left between training and fine-tuning the variants.
+
+    Training gets `TRAIN_SHARE` of the fine-tuning time (at least `MIN_TRAIN_EPOCHS`, at most
+    `max_train_epochs`; 0 when the base model is already trained and `elapsed_s` includes it); what its whole epochs leave goes to the variants, each scaled by the same
+    factor of its default epochs beyond the first (one per phase at least, never more than its default).
+    """
+    if budget_s <= 0:
+        raise ConfigError(f"the demo budget must be positive, got {budget_s / 60:g} min")
+    if images_per_s <= 0 or not math.isfinite(images_per_s):
+        raise ConfigError(f"measured training speed must be positive, got {images_per_s}")
+    fixed = costs.fixed_s(artifacts, images_per_s)
+    tunable = budget_s - elapsed_s - fixed
+    epoch = costs.epoch_s(train_frames, val_frames, images_per_s)
+
+    def variant_s(v: VariantWork, e: int, c: int) -> float:
+        return (e * v.cost + c) * epoch
+
+    least = sum(variant_s(v, 1, 1 if v.cluster_epochs else 0) for v in variants)
+    train_time = min(TRAIN_SHARE * tunable, tunable - least)
+    train_epochs = 0 if max_train_epochs == 0 else max(
+        MIN_TRAIN_EPOCHS, min(max_train_epochs, int(train_time // epoch) if train_time > 0 else 0))
+    left = tunable - train_epochs * epoch
+
+    # Everyone gets one epoch per phase; the time beyond that is shared in proportion to the epochs
+    # each variant would run by default.
+    more = sum(variant_s(v, v.epochs - 1, max(0, v.cluster_epochs - 1)) for v in variants)
+    scale = min(1.0, max(0.0, left - least) / more) if more else 0.0
+    chosen = {v.name: (1 + math.floor((v.epochs - 1) * scale),
+                       1 + math.floor((v.cluster_epochs - 1) * scale) if v.cluster_epochs else 0) for v in variants}
+    compress_s = sum(variant_s(v, *chosen[v.name]) for v in variants)
+    estimate = {"so far": elapsed_s, "train": train_epochs * epoch, "compress": compress_s, "evaluate+export+bench": fixed}
+    return DemoPlan(images_per_s=images_per_s, train_epochs=train_epochs, variant_epochs=chosen,
+                    estimate_s={k: round(v, 1) for k, v in estimate.items()},
+                    over_budget=sum(estimate.values()) > budget_s)

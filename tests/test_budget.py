@@ -1,0 +1,76 @@
+"""The demo's time budget: epochs chosen from the measured training speed fit the budget, a slower
+machine trains less, nothing exceeds its defaults, and bad budgets or profiles are refused."""
+import pytest
+
+from lunarseg.budget import MIN_TRAIN_EPOCHS, StageCosts, VariantWork, plan_demo
+from lunarseg.cli import main
+from lunarseg.pipeline import BUDGET, demo_variants
+from lunarseg.runtime.errors import ConfigError
+
+VARIANTS = [VariantWork("pruned50", 4), VariantWork("slim50", 16, cost=0.5), VariantWork("pruned50-c8", 4, cluster_epochs=2)]
+
+
+def plan(rate, budget_min=16.0, **kw):
+    args = dict(budget_s=budget_min * 60, elapsed_s=100.0, images_per_s=rate, train_frames=156, val_frames=22,
+                variants=VARIANTS, artifacts=9, max_train_epochs=16)
+    return plan_demo(**{**args, **kw})
+
+
+@pytest.mark.parametrize("rate", [3.0, 6.0, 12.0])
+def test_plan_fits_the_budget_when_the_minimum_pipeline_does(rate):
+    p = plan(rate)
+    assert not p.over_budget
+    assert sum(p.estimate_s.values()) <= 16 * 60
+    assert p.estimate_s["so far"] == 100.0
+
+
+def test_slower_machine_trains_and_fine_tunes_fewer_epochs():
+    fast, slow = plan(12.0), plan(3.0)
+    assert slow.train_epochs < fast.train_epochs
+    assert all(slow.variant_epochs[v.name][0] <= fast.variant_epochs[v.name][0] for v in VARIANTS)
+    assert sum(e for e, _ in slow.variant_epochs.values()) < sum(e for e, _ in fast.variant_epochs.values())
+
+
+def test_epochs_never_exceed_the_maximum_or_a_variants_defaults():
+    p = plan(1000.0)
+    assert p.train_epochs == 16
+    assert p.variant_epochs == {"pruned50": (4, 0), "slim50": (16, 0), "pruned50-c8": (4, 2)}
+
+
+def test_every_phase_keeps_its_minimum_and_a_too_slow_machine_is_flagged():
+    p = plan(0.5)
+    assert p.train_epochs == MIN_TRAIN_EPOCHS
+    assert p.variant_epochs == {"pruned50": (1, 0), "slim50": (1, 0), "pruned50-c8": (1, 1)}
+    assert p.over_budget and "does not fit the budget" in p.describe()
+
+
+def test_fixed_stages_scale_with_the_machines_speed():
+    costs = StageCosts()
+    assert costs.fixed_s(9, costs.reference_images_per_s / 2) == pytest.approx(2 * costs.fixed_s(9, costs.reference_images_per_s))
+
+
+@pytest.mark.parametrize("kw, message", [(dict(budget_min=0), "budget must be positive"),
+                                         (dict(rate=0.0), "training speed must be positive")])
+def test_bad_budget_or_speed_refused(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(kw.pop("rate", 5.0), **kw)
+
+
+def test_budget_profile_makes_the_three_target_variants():
+    assert [v.variant for v in demo_variants(BUDGET)] == ["pruned50", "slim50", "pruned50-c8"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--profile", "fastest"], "unknown demo profile 'fastest'"),
+                                           (["--budget-min", "-3"], "--budget-min must be >= 0")])
+def test_demo_refuses_bad_profile_or_budget_in_one_line(tmp_path, capsys, argv, message):
+    assert main(["demo", "--out", str(tmp_path / "d"), *argv]) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_after_training_the_whole_time_left_goes_to_the_variants():
+    before = plan(6.0)
+    after = plan(6.0, elapsed_s=100.0 + before.estimate_s["train"], max_train_epochs=0)
+    assert after.train_epochs == 0 and after.estimate_s["train"] == 0
+    assert after.variant_epochs == before.variant_epochs
