@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError
 
 
@@ -72,27 +73,44 @@ def register(sub) -> None:
     p.set_defaults(func=_demo)
 
 
-def _step(name: str, started: float) -> None:
-    print(f"\n== {name} (t+{time.perf_counter() - started:.0f} s)", flush=True)
+class StageClock:
+    """Prints each stage's header with the elapsed time and keeps every stage's duration (seconds)."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def step(self, number: int, key: str, title: str) -> None:
+        self.stop()
+        print(f"\n== {number}/8 {title} (t+{self.elapsed():.0f} s)", flush=True)
+        self._current = (key, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._current:
+            key, start = self._current
+            self.seconds[key] = round(time.perf_counter() - start, 1)
+            self._current = None
 
 
 def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     from lunarseg.data.synth import write_dataset
 
-    t0 = time.perf_counter()
+    clock = StageClock()
     out.mkdir(parents=True, exist_ok=True)
     data, run = out / "data", out / "run"
-    timings = {}
 
-    _step("1/8 synthetic scenes", t0)
+    clock.step(1, "synth", "synthetic scenes")
     if not (data / "bounding_boxes.csv").exists():
         write_dataset(data, cfg.frames, size=cfg.frame_size, seed=cfg.seed, workers=workers)
     from lunarseg.data.preview import write_preview
 
     preview = write_preview(data, out / "preview.png", count=12)
-    timings["synth_s"] = round(time.perf_counter() - t0, 1)
 
-    _step("2/8 train", t0)
+    clock.step(2, "train", "train")
     from lunarseg.train.config import TrainConfig
     from lunarseg.train.fit import train
 
@@ -104,14 +122,13 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
         if resume:  # keep the epochs an interrupted run was planned with (its cosine schedule depends on them)
             tcfg = replace(tcfg, epochs=TrainConfig.from_dict(_read_json(run / "checkpoints/state.json")["config"]).epochs)
         elif cfg.budget_min:
-            plan = _plan(cfg, tcfg, data, variants, time.perf_counter() - t0)
+            plan = _plan(cfg, tcfg, data, variants, clock.elapsed())
             print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
             tcfg = replace(tcfg, epochs=plan.train_epochs)
         summary = train(tcfg, data, run, resume=resume, verbose=2)
         print(f"val IoU {summary['val']['iou']:.4f}, {summary['train_images_per_s']} images/s")
-    timings["train_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
 
-    _step("3/8 evaluate on the held-out test split", t0)
+    clock.step(3, "evaluate", "evaluate on the held-out test split")
     from lunarseg.train.evaluate import describe_recall_by_size, evaluate
 
     report = evaluate(run, data, split="test", out_dir=run)
@@ -119,14 +136,14 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
           f"on {report['frames']} frames")
     print(describe_recall_by_size(report["recall_by_rock_size"]))
 
-    _step("4/8 compress (pruning, QAT, PQAT, slimming, clustering)", t0)
+    clock.step(4, "compress", "compress (" + ", ".join(v.variant for v in variants) + ")")
     from lunarseg.train.checkpoint import variant_dirs
     from lunarseg.train.compress import compress, format_report, report_rows
 
     done = {d.name for d in variant_dirs(run)}
     epochs = {}
     if cfg.budget_min:
-        plan = _plan(cfg, tcfg, data, [v for v in variants if v.variant not in done], time.perf_counter() - t0,
+        plan = _plan(cfg, tcfg, data, [v for v in variants if v.variant not in done], clock.elapsed(),
                      trained=True, measured_epoch_s=_mean_epoch_s(run))
         epochs = plan.variant_epochs
         print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
@@ -137,7 +154,7 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
             compress(run, v, data_dir=data, verbose=2)
     print(format_report(report_rows(run)))
 
-    _step("5/8 export TFLite + ONNX (parity-checked through the runtime)", t0)
+    clock.step(5, "export", "export TFLite + ONNX (parity-checked through the runtime)")
     from lunarseg.export.exporter import export_model
 
     records = export_model(run, cfg.formats, data_dir=data, calib_frames=cfg.calib_frames, max_iou_drop=cfg.max_iou_drop)
@@ -147,14 +164,14 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     failed = [r for r in records if getattr(r, "status", "ok") != "ok"]
     print(f"{len(records)} artifacts, {len(failed)} failed")
 
-    _step("6/8 benchmark (rover profile: 1 thread pinned to one core)", t0)
+    clock.step(6, "bench", "benchmark (rover profile: 1 thread pinned to one core)")
     from lunarseg.benchmarks.bench import bench, to_markdown
     from lunarseg.benchmarks.limits import Limits
 
     results = bench(run, data=data, frames=cfg.bench_frames, profile="rover",
                     limits=Limits(max_iou_drop=cfg.max_iou_drop))
 
-    _step("7/8 select the fastest artifact within the IoU budget", t0)
+    clock.step(7, "select", "select the fastest artifact within the IoU budget")
     from lunarseg.benchmarks.select import select
     from lunarseg.runtime.errors import GateError
 
@@ -165,7 +182,7 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
         choice = None
         print(f"nothing deployable: {exc}")
 
-    _step("8/8 segment sample test frames with the deployed model", t0)
+    clock.step(8, "segment", "segment sample test frames with the deployed model")
     segments = out / "segments"
     if choice:
         from lunarseg.cli import main as cli_main
@@ -183,7 +200,11 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     paths = {"data": data, "preview": preview, "run": run, "curves": run / "curves.png",
              "eval_grid": report.get("grid"), "bench": run / "bench" / "results.md", "pareto": run / "bench" / "pareto.png",
              "deployed": choice["artifact"] if choice else None, "segments": segments}
-    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs:")
+    clock.stop()
+    atomic.write_json(out / "timings.json", {"total_s": round(clock.elapsed(), 1), "stages_s": clock.seconds,
+                                             "budget_min": cfg.budget_min})
+    print(f"\ndemo finished in {clock.elapsed():.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in clock.seconds.items())
+          + (f"; budget {cfg.budget_min * 60:.0f} s" if cfg.budget_min else "") + "); outputs:")
     for k, v in paths.items():
         if v:
             print(f"  {k:10s} {v}")

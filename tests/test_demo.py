@@ -22,3 +22,6 @@ def test_quick_demo_runs_every_stage_and_prints_the_paths(tmp_path, capsys):
     assert len(records) == 2 and all(r["ok"] for r in records)
     for key in ("preview", "curves", "eval_grid", "pareto", "deployed"):
         assert f"  {key}" in printed
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings["stages_s"]) == {"synth", "train", "evaluate", "compress", "export", "bench", "select", "segment"}
+    assert 0 < sum(timings["stages_s"].values()) <= timings["total_s"]
