@@ -89,6 +89,35 @@ def test_engines_option_restricts_the_rows_and_unknown_engines_are_refused(pipel
         bench(copy, data=data, engines=["tensorrt"], progress=False)
 
 
+def test_rounds_report_the_median_of_each_rows_rounds_and_keep_the_first_rounds_accuracy(pipeline, tmp_path):
+    run, data, first = pipeline
+    import shutil
+    import statistics
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    results = bench(copy, data=data, frames=3, runs=3, min_seconds=0.0, engines=["onnxruntime"], progress=False,
+                    formats=["onnx-fp32"], rounds=3)
+    assert results["rounds"] == 3
+    before = {(r["format"], r["engine"]): r for r in first["rows"]}
+    for row in results["rows"]:
+        assert row["status"] == "ok", row.get("error")
+        assert len(row["p50_rounds_ms"]) == 3
+        assert row["p50_ms"] == pytest.approx(statistics.median(row["p50_rounds_ms"]), abs=1e-3)
+        same = before[(row["format"], row["engine"])]
+        assert row["iou"] == same["iou"] and row["frames"] == same["frames"]
+    with pytest.raises(ConfigError, match="rounds must be at least 1, got 0"):
+        bench(copy, data=data, rounds=0, progress=False)
+
+
+def test_a_failed_round_makes_the_row_an_error():
+    from lunarseg.benchmarks.bench import combine_rounds
+
+    ok = {"status": "ok", "p50_ms": 2.0, "p95_ms": 3.0, "iou": 0.5}
+    assert combine_rounds([ok, {"status": "error", "error": "boom"}]) == {"status": "error", "error": "boom"}
+    assert combine_rounds([ok, {**ok, "p50_ms": 4.0}, {**ok, "p50_ms": 1.0}])["p50_ms"] == 2.0
+
+
 def test_an_impossible_latency_limit_makes_bench_exit_1_naming_artifact_figure_and_limit(pipeline, capsys):
     run, data, _ = pipeline
     code = main(["bench", str(run), "--data", str(data), "--frames", "2", "--runs", "3",

@@ -74,3 +74,11 @@ def test_after_training_the_whole_time_left_goes_to_the_variants():
     after = plan(6.0, elapsed_s=100.0 + before.estimate_s["train"], max_train_epochs=0)
     assert after.train_epochs == 0 and after.estimate_s["train"] == 0
     assert after.variant_epochs == before.variant_epochs
+
+
+def test_training_speed_probe_times_the_real_model():
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.fit import measure_training_speed
+
+    rate = measure_training_speed(TrainConfig(width=32, height=32, depth=2, filters=4, batch_size=4), batches=2, warmup=1)
+    assert 0 < rate < float("inf")

@@ -254,9 +254,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
             "train_images_per_s": round(images_per_s, 2), "seconds": round(seconds, 1)}
 
 
-def measure_training_speed(cfg: TrainConfig, batches: int = 3) -> float:
-    """Training images per second of `cfg`'s model on this machine: a few timed batches of random
-    frames after one untimed batch (graph tracing); what `lunarseg demo` plans its epochs from."""
+def measure_training_speed(cfg: TrainConfig, batches: int = 4, warmup: int = 2) -> float:
+    """Training images per second of `cfg`'s model on this machine: the median of a few timed batches
+    of random frames after `warmup` untimed ones (graph tracing, first allocations); what
+    `lunarseg demo` plans its epochs from."""
     cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
     model = build_unet(cfg)
@@ -264,8 +265,11 @@ def measure_training_speed(cfg: TrainConfig, batches: int = 3) -> float:
     rng = np.random.default_rng(cfg.seed)
     x = rng.random((cfg.batch_size, cfg.height, cfg.width, cfg.channels), dtype=np.float32)
     y = rng.integers(0, len(class_names(cfg.task)), (cfg.batch_size, cfg.height, cfg.width, 1)).astype(np.uint8)
-    model.train_on_batch(x, y)
-    t0 = time.perf_counter()
-    for _ in range(batches):
+    for _ in range(warmup):
         model.train_on_batch(x, y)
-    return batches * cfg.batch_size / (time.perf_counter() - t0)
+    seconds = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        model.train_on_batch(x, y)
+        seconds.append(time.perf_counter() - t0)
+    return cfg.batch_size / float(np.median(seconds))
