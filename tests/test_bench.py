@@ -99,6 +99,7 @@ def test_rounds_report_the_median_of_each_rows_rounds_and_keep_the_first_rounds_
     results = bench(copy, data=data, frames=3, runs=3, min_seconds=0.0, engines=["onnxruntime"], progress=False,
                     formats=["onnx-fp32"], rounds=3)
     assert results["rounds"] == 3
+    assert "medians of 3 round-robin rounds" in (copy / "bench/results.md").read_text()
     before = {(r["format"], r["engine"]): r for r in first["rows"]}
     for row in results["rows"]:
         assert row["status"] == "ok", row.get("error")

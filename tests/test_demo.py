@@ -24,4 +24,4 @@ def test_quick_demo_runs_every_stage_and_prints_the_paths(tmp_path, capsys):
         assert f"  {key}" in printed
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings["stages_s"]) == {"synth", "train", "evaluate", "compress", "export", "bench", "select", "segment"}
-    assert 0 < sum(timings["stages_s"].values()) <= timings["total_s"]
+    assert 0 < sum(timings["stages_s"].values()) <= timings["total_s"] + 0.05 * len(timings["stages_s"])  # each rounded to 0.1 s
