@@ -35,9 +35,9 @@ class StageCosts:
         return slow * (self.evaluate_s + artifacts * (self.export_per_artifact_s + self.bench_per_artifact_s)
                        + self.bench_per_artifact_s + self.finish_s)  # + the Keras baseline row
 
-    def epoch_s(self, train_frames: int, val_frames: int, images_per_s: float, cost: float = 1.0) -> float:
-        """One fine-tuning epoch: `cost` × the base model's per-frame training cost, plus validation."""
-        return (cost * train_frames + self.val_frame_share * val_frames) / images_per_s
+    def epoch_s(self, train_frames: int, val_frames: int, images_per_s: float) -> float:
+        """One training epoch of the base model, validation included."""
+        return (train_frames + self.val_frame_share * val_frames) / images_per_s
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class DemoPlan:
     def describe(self) -> str:
         parts = ", ".join(f"{k} {e}" + (f"+{c} cluster" if c else "") for k, (e, c) in self.variant_epochs.items())
         est = " + ".join(f"{k} {v:.0f}" for k, v in self.estimate_s.items())
-        return (f"measured {self.images_per_s:.2f} training images/s → train {self.train_epochs} epochs; "
+        train = f"train {self.train_epochs} epochs" if self.train_epochs else "base model trained"
+        return (f"measured {self.images_per_s:.2f} training images/s → {train}; "
                 f"compress epochs: {parts}; estimate (s): {est} = {sum(self.estimate_s.values()):.0f}"
                 + ("  [the minimum pipeline does not fit the budget on this machine]" if self.over_budget else ""))
 
