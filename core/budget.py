@@ -42,14 +42,21 @@ class StageCosts:
 
 @dataclass(frozen=True)
 class VariantWork:
-    """One compressed variant's fine-tuning: its default epochs per phase and their per-epoch cost
-    relative to a training epoch of the base model (measured: pruning and clustering 1.0, slimming
-    to half width 0.5 — a quarter of the MACs, but the same data pipeline and saves)."""
+    """One compressed variant's fine-tuning: its default epochs per phase, the fewest worth running
+    (`min_epochs`: fewer lose more IoU than the gate allows) and their per-epoch cost relative to a
+    training epoch of the base model (measured: pruning and clustering 1.0, slimming to half width
+    0.5 — a quarter of the MACs, but the same data pipeline and saves)."""
 
     name: str
     epochs: int
     cost: float = 1.0
     cluster_epochs: int = 0
+    min_epochs: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.min_epochs <= self.epochs:
+            raise ConfigError(f"{self.name}: minimum fine-tune epochs must be in [1, {self.epochs}] "
+                              f"(its default), got {self.min_epochs}")
 
 
 @dataclass
@@ -77,8 +84,10 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
     """Split the time left between training and fine-tuning the variants.
 
     Training gets `TRAIN_SHARE` of the fine-tuning time (at least `MIN_TRAIN_EPOCHS`, at most
-    `max_train_epochs`; 0 when the base model is already trained and `elapsed_s` includes it); what its whole epochs leave goes to the variants, each scaled by the same
-    factor of its default epochs beyond the first (one per phase at least, never more than its default).
+    `max_train_epochs`; 0 when the base model is already trained and `elapsed_s` includes it) but
+    never the variants' minimum; what its whole epochs leave goes to the variants, each scaled by
+    the same factor of its default epochs beyond its minimum (one clustering epoch at least, never
+    more than its defaults).
     """
     if budget_s <= 0:
         raise ConfigError(f"the demo budget must be positive, got {budget_s / 60:g} min")
@@ -93,18 +102,18 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
     def variant_s(v: VariantWork, e: int, c: int) -> float:
         return (e * v.cost + c) * epoch + over * (2 if c else 1)
 
-    least = sum(variant_s(v, 1, 1 if v.cluster_epochs else 0) for v in variants)
+    least = sum(variant_s(v, v.min_epochs, 1 if v.cluster_epochs else 0) for v in variants)
     train_time = min(TRAIN_SHARE * tunable, tunable - least) - over
     train_epochs = 0 if max_train_epochs == 0 else max(
         MIN_TRAIN_EPOCHS, min(max_train_epochs, int(train_time // epoch) if train_time > 0 else 0))
     train_s = train_epochs * epoch + over if train_epochs else 0.0
     left = tunable - train_s
 
-    # Everyone gets one epoch per phase; the time beyond that is shared in proportion to the epochs
-    # each variant would run by default.
-    more = sum((v.epochs - 1) * v.cost * epoch + max(0, v.cluster_epochs - 1) * epoch for v in variants)
+    # Everyone gets its minimum; the time beyond that is shared in proportion to the epochs each
+    # variant would run by default beyond it.
+    more = sum((v.epochs - v.min_epochs) * v.cost * epoch + max(0, v.cluster_epochs - 1) * epoch for v in variants)
     scale = min(1.0, max(0.0, left - least) / more) if more else 0.0
-    chosen = {v.name: (1 + math.floor((v.epochs - 1) * scale),
+    chosen = {v.name: (v.min_epochs + math.floor((v.epochs - v.min_epochs) * scale),
                        1 + math.floor((v.cluster_epochs - 1) * scale) if v.cluster_epochs else 0) for v in variants}
     compress_s = sum(variant_s(v, *chosen[v.name]) for v in variants)
     estimate = {"so far": elapsed_s, "train": train_s, "compress": compress_s, "evaluate+export+bench": fixed}

@@ -56,8 +56,24 @@ def test_bad_budget_or_speed_refused(kw, message):
         plan(kw.pop("rate", 5.0), **kw)
 
 
-def test_budget_profile_makes_the_three_target_variants():
-    assert [v.variant for v in demo_variants(BUDGET)] == ["pruned50", "slim50", "pruned50-c8"]
+def test_budget_profile_makes_the_target_variants():
+    assert [v.variant for v in demo_variants(BUDGET)] == ["slim40", "pruned50-c8"]
+    assert set(BUDGET.min_variant_epochs) <= set(BUDGET.variants)
+
+
+def test_variant_minimum_comes_before_training_beyond_its_own_minimum():
+    floors = [VariantWork("pruned50", 4, min_epochs=3), VariantWork("slim50", 16, cost=0.5, min_epochs=6),
+              VariantWork("pruned50-c8", 4, cluster_epochs=2, min_epochs=3)]
+    plain, floored = plan(6.0), plan(6.0, variants=floors)
+    assert floored.variant_epochs["pruned50"][0] >= 3 and floored.variant_epochs["slim50"][0] >= 6
+    assert floored.variant_epochs["pruned50-c8"][0] >= 3 and floored.variant_epochs["pruned50-c8"][1] >= 1
+    assert floored.train_epochs < plain.train_epochs  # the floors are paid for by training
+    assert not floored.over_budget
+
+
+def test_minimum_above_a_variants_default_refused():
+    with pytest.raises(ConfigError, match=r"pruned50: minimum fine-tune epochs must be in \[1, 4\]"):
+        VariantWork("pruned50", 4, min_epochs=5)
 
 
 @pytest.mark.parametrize("argv, message", [(["--profile", "fastest"], "unknown demo profile 'fastest'"),

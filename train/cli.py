@@ -48,7 +48,7 @@ def register(sub) -> None:
     c.add_argument("--width", type=float, default=1.0, help="structured channel pruning: share of every layer's "
                    "channels to keep, e.g. 0.5 = a quarter of the MACs (default 1 = off)")
     c.add_argument("--epochs", type=int, default=None, help="fine-tune epochs after slimming / during pruning "
-                   "(default: 4; with --all each variant's own: 12 for pruned75, 16 for slim50)")
+                   "(default: 4; with --all each variant's own: 12 for pruned75, 16 for slim50 and slim40)")
     c.add_argument("--qat", action="store_true", help="quantization-aware training after pruning")
     c.add_argument("--preserve-sparsity", action="store_true", help="pruning-preserving QAT (keeps the zeros)")
     c.add_argument("--qat-epochs", type=int, default=2)
@@ -56,9 +56,9 @@ def register(sub) -> None:
                    "distinct values per kernel, zeros kept (0 = off; the default set uses 8)")
     c.add_argument("--cluster-epochs", type=int, default=2, help="fine-tune epochs of the clustering phase")
     c.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default: 1e-3; with --all each "
-                   "variant's own: 3e-3 for pruned75 and slim50)")
+                   "variant's own: 3e-3 for pruned75, slim50 and slim40)")
     c.add_argument("--lr-schedule", default=None, help="constant | cosine, of the slim/prune phase (default: constant; "
-                   "with --all each variant's own: cosine for pruned75 and slim50)")
+                   "with --all each variant's own: cosine for pruned75, slim50 and slim40)")
     c.add_argument("--distill", type=float, default=None,
                    help="knowledge distillation from the trained model: weight of its soft targets (0 = off; "
                         "default: each variant's own, see `compress --all`)")
@@ -66,7 +66,7 @@ def register(sub) -> None:
     c.add_argument("--name", default="", help="variant name (default from the options, e.g. pruned50-pqat)")
     c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
     c.add_argument("--max-frames", type=int, default=0)
-    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat, slim50, pruned50-c8")
+    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat, slim50, slim40, pruned50-c8")
     c.add_argument("--force", action="store_true", help="start over: remake existing variants (--all) and drop "
                    "an interrupted fine-tune's checkpoints")
     c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")
