@@ -26,8 +26,11 @@ class StageCosts:
     finish_s: float = 10.0  # select + segment the sample frames + the summary
     # A validation frame costs about a third of a training frame (forward pass only).
     val_frame_share: float = 1 / 3
-    # Fixed cost of a training run or fine-tuning phase (tracing, the first epoch's extra, saving), in epochs.
-    overhead_epochs: float = 0.6
+    # Fixed cost of a fine-tuning phase (tracing, the first epoch's extra, saving), in epochs; measured
+    # 1.2 (slim40: 196 s for 16 epochs of 10.6 s; training epochs 21 s), and of a training run 2.5
+    # (loading the frames, tracing, threshold choice, curves: 77 s beyond 350 s of epochs).
+    overhead_epochs: float = 1.2
+    train_overhead_epochs: float = 2.5
 
     def fixed_s(self, artifacts: int, images_per_s: float) -> float:
         """Everything after compression, scaled by how much slower this machine trains."""
@@ -103,10 +106,11 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
         return (e * v.cost + c) * epoch + over * (2 if c else 1)
 
     least = sum(variant_s(v, v.min_epochs, 1 if v.cluster_epochs else 0) for v in variants)
-    train_time = min(TRAIN_SHARE * tunable, tunable - least) - over
+    train_over = costs.train_overhead_epochs * epoch
+    train_time = min(TRAIN_SHARE * tunable, tunable - least) - train_over
     train_epochs = 0 if max_train_epochs == 0 else max(
         MIN_TRAIN_EPOCHS, min(max_train_epochs, int(train_time // epoch) if train_time > 0 else 0))
-    train_s = train_epochs * epoch + over if train_epochs else 0.0
+    train_s = train_epochs * epoch + train_over if train_epochs else 0.0
     left = tunable - train_s
 
     # Everyone gets its minimum; the time beyond that is shared in proportion to the epochs each

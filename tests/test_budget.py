@@ -16,7 +16,7 @@ def plan(rate, budget_min=16.0, **kw):
     return plan_demo(**{**args, **kw})
 
 
-@pytest.mark.parametrize("rate", [3.0, 6.0, 12.0])
+@pytest.mark.parametrize("rate", [4.5, 6.0, 12.0])
 def test_plan_fits_the_budget_when_the_minimum_pipeline_does(rate):
     p = plan(rate)
     assert not p.over_budget
