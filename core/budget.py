@@ -16,8 +16,8 @@ MIN_TRAIN_EPOCHS = 2
 class StageCosts:
     """Seconds the stages took in a budget demo on the reference machine (2-core AMD EPYC, AVX2),
     where training ran at `reference_images_per_s`; a slower machine scales them up. Measured there:
-    export 91 s for 9 artifacts, bench 52 s for 14 rows, each fine-tuning phase ~13 s of graph
-    tracing on top of its epochs, training ~34 s of tracing, threshold choice and saving."""
+    export 91 s for 9 artifacts, bench 52 s for 14 rows; the fixed costs of training and of each
+    fine-tuning phase are counted in epochs (below)."""
 
     reference_images_per_s: float = 6.4
     evaluate_s: float = 5.0

@@ -380,6 +380,7 @@ def test_compress_all_keeps_each_variants_own_epochs_unless_epochs_is_given(tmp_
            for c in compress_configs(parse(["compress", str(tmp_path), "--all"]))}
     assert own["slim50"] == (16, 3e-3, "cosine") and own["pruned75"] == (12, 3e-3, "cosine"), own
     assert own["pruned50"] == (4, 1e-3, "constant"), own
+    assert own["slim40"] == (16, 1e-2, "cosine"), own
     forced = {c.variant: c.epochs for c in compress_configs(parse(["compress", str(tmp_path), "--all", "--epochs", "2"]))}
     assert set(forced.values()) == {2}, forced
     [single] = compress_configs(parse(["compress", str(tmp_path), "--sparsity", "0.5", "--clusters", "16"]))

@@ -56,7 +56,7 @@ def register(sub) -> None:
                    "distinct values per kernel, zeros kept (0 = off; the default set uses 8)")
     c.add_argument("--cluster-epochs", type=int, default=2, help="fine-tune epochs of the clustering phase")
     c.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default: 1e-3; with --all each "
-                   "variant's own: 3e-3 for pruned75, slim50 and slim40)")
+                   "variant's own: 3e-3 for pruned75 and slim50, 1e-2 for slim40)")
     c.add_argument("--lr-schedule", default=None, help="constant | cosine, of the slim/prune phase (default: constant; "
                    "with --all each variant's own: cosine for pruned75, slim50 and slim40)")
     c.add_argument("--distill", type=float, default=None,
