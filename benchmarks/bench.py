@@ -227,12 +227,12 @@ def _fmt(value, col: str) -> str:
 
 def to_markdown(results: dict) -> str:
     cpu = results["cpu"]
+    rounds = results.get("rounds", 1)
+    timings = f"; timings are medians of {rounds} round-robin rounds." if rounds > 1 else "."
     lines = [f"# lunarseg bench: {results['run']}", "",
              f"CPU: {cpu['model']} ({cpu['machine']}, {cpu['cores']} cores; flags: {' '.join(cpu['flags'])}); "
              f"profile {results['profile']}, batch 1, input {results['input_shape']}, pinned CPU {results['pinned_cpu']}; "
-             f"IoU on {results['frames']} labelled test frames at model resolution"
-             + (f"; timings are medians of {results['rounds']} round-robin rounds." if results.get("rounds", 1) > 1 else ".")
-             , "",
+             f"IoU on {results['frames']} labelled test frames at model resolution{timings}", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results["rows"]:
         lines.append("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |")
