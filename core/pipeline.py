@@ -135,12 +135,14 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
         print(f"val IoU {summary['val']['iou']:.4f}, {summary['train_images_per_s']} images/s")
 
     clock.step(3, "evaluate", "evaluate on the held-out test split")
+    from lunarseg.runtime.objects import describe_objects
     from lunarseg.train.evaluate import describe_recall_by_size, evaluate
 
     report = evaluate(run, data, split="test", out_dir=run)
     print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} (mIoU with background {report['miou']:.4f}) "
           f"on {report['frames']} frames")
     print(describe_recall_by_size(report["recall_by_rock_size"]))
+    print(describe_objects(report["objects"]))
 
     clock.step(4, "compress", "compress (" + ", ".join(v.variant for v in variants) + ")")
     from lunarseg.train.checkpoint import variant_dirs

@@ -83,7 +83,7 @@ class OnnxBackend(Backend):
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - depends on the install
             raise ModelFileError(f"{self.path}: running .onnx models needs onnxruntime "
-                                 "(pip install 'lunarseg[runtime]')") from None
+                                 "(pip install 'lunarseg[runtime-ort]')") from None
         ort.set_default_logger_severity(3)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
@@ -136,7 +136,7 @@ class LiteRTBackend(Backend):
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # pragma: no cover - depends on the install
             raise ModelFileError(f"{self.path}: running .tflite models needs ai-edge-litert "
-                                 "(pip install 'lunarseg[runtime]')") from None
+                                 "(pip install 'lunarseg[runtime-litert]')") from None
         try:
             self.interp = Interpreter(model_content=data, num_threads=int(threads))
             self.interp.allocate_tensors()

@@ -20,6 +20,11 @@ CLASS_COLOURS = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)], dty
 DEFAULT_CHANNEL_THRESHOLD = 50
 
 
+def rock_mask(classes: np.ndarray, task: str) -> np.ndarray:
+    """The one rule for which pixels are rock: class 1 of a binary map; small or large rock of a 4-class map."""
+    return classes >= SMALL_ROCK if task == "4class" else classes > 0
+
+
 def class_names(task: str) -> tuple[str, ...]:
     if task not in CLASS_NAMES:
         raise unknown_key("task", task, CLASS_NAMES)

@@ -104,7 +104,7 @@ def _tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelFileError("reading .tflite files needs ai-edge-litert (pip install 'lunarseg[runtime]')") from exc
+        raise ModelFileError("reading .tflite files needs ai-edge-litert (pip install 'lunarseg[runtime-litert]')") from exc
     return schema
 
 

@@ -7,6 +7,8 @@ import json
 
 def register(sub) -> None:
     """Add this layer's subcommands to the top-level parser."""
+    from lunarseg.train.config import ARCHITECTURES, LOSSES
+
     p = sub.add_parser("train", help="train the U-Net on a dataset root (synthetic or the Kaggle layout)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="dataset root (images/render + images/clean)")
@@ -17,7 +19,11 @@ def register(sub) -> None:
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--task", default="binary", help="binary | 4class")
-    p.add_argument("--loss", default="bce-dice", help="bce | bce-dice")
+    p.add_argument("--loss", default="bce-dice", choices=LOSSES, help="pixel loss (+ region term)")
+    p.add_argument("--arch", default="unet", choices=ARCHITECTURES,
+                   help="unet: 3x3 convolutions; ds-unet: depthwise-separable below full resolution")
+    p.add_argument("--crop", default="0", help="train on random crops WIDTHxHEIGHT of the --size frames "
+                   "(0 = whole frames): finer scale at the cost of one crop per step")
     p.add_argument("--colour", default="gray", help="gray | rgb")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine-decayed)")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
@@ -78,7 +84,8 @@ def config_from_args(args):
     from lunarseg.train.config import TrainConfig, parse_size
 
     width, height = parse_size(args.size)
-    return TrainConfig(width=width, height=height, depth=args.depth, filters=args.filters, colour_mode=args.colour,
+    crop = (0, 0) if args.crop in ("0", "") else parse_size(args.crop)
+    return TrainConfig(width=width, height=height, arch=args.arch, crop_width=crop[0], crop_height=crop[1], depth=args.depth, filters=args.filters, colour_mode=args.colour,
                        task=args.task, batchnorm=not args.no_batchnorm, dropout=args.dropout, loss=args.loss,
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, patience=args.patience,
                        augment=not args.no_augment, rotate=args.rotate, seed=args.seed, strategy=args.strategy,
@@ -102,6 +109,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from lunarseg.runtime.objects import describe_objects
     from lunarseg.train.evaluate import describe_recall_by_size, evaluate
 
     report = evaluate(args.model, args.data, split=args.split, out_dir=args.out, max_frames=args.max_frames)
@@ -110,6 +118,7 @@ def _evaluate(args) -> int:
     if "per_class_iou" in report:
         print("per-class IoU: " + json.dumps({k: round(v, 4) for k, v in report["per_class_iou"].items()}))
     print(describe_recall_by_size(report["recall_by_rock_size"]))
+    print(describe_objects(report["objects"]))
     if args.out:
         print(f"report: {report['report']}\ngrid: {report['grid']}")
     return 0

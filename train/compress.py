@@ -290,6 +290,8 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
     model_path, meta = checkpoint.resolve_model(run_dir)
     tcfg = TrainConfig.from_dict(meta.train_config)
     tcfg.batch_size, tcfg.learning_rate = cfg.batch_size, cfg.learning_rate
+    # Fine-tunes run on whole frames: the trained model (and tfmot's wrappers of it) has a fixed input size.
+    tcfg.crop_width = tcfg.crop_height = 0
     data_dir = data_dir or meta.extra.get("data_dir")
     if train_arrays is None or val_arrays is None:
         if not data_dir or not Path(data_dir).exists():

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from lunarseg.runtime.errors import ConfigError, unknown_key
 from lunarseg.runtime.masks import CLASS_NAMES
 
-LOSSES = ("bce", "bce-dice")
+LOSSES = ("bce", "bce-dice", "focal-dice", "bce-tversky")
+# Keys of train/model.py's BUILDERS (kept here so a config validates without TensorFlow).
+ARCHITECTURES = ("unet", "ds-unet")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 # Fields that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "patience", "strategy")
@@ -38,6 +40,12 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "default"
     max_frames: int = 0  # 0 = all frames of each split
+    # Train on random crops of this size cut from frames at the model's input size (0 = whole
+    # frames): more, cheaper optimizer steps at the fine scale small rocks need; the model is fully
+    # convolutional, so it validates, exports and runs at width x height.
+    crop_width: int = 0
+    crop_height: int = 0
+    arch: str = "unet"
 
     def validate(self) -> "TrainConfig":
         if self.task not in CLASS_NAMES:
@@ -56,7 +64,24 @@ class TrainConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         check_input_size(self.width, self.height, self.depth)
+        if self.crops:
+            if min(self.crop_width, self.crop_height) < 1 or self.crop_width > self.width or self.crop_height > self.height:
+                raise ConfigError(f"crop {self.crop_width}x{self.crop_height} must have both sides >= 1 and fit "
+                                  f"the model input {self.width}x{self.height}")
+            check_input_size(self.crop_width, self.crop_height, self.depth)
+        if self.arch not in ARCHITECTURES:
+            raise unknown_key("architecture", self.arch, ARCHITECTURES)
         return self
+
+    @property
+    def crops(self) -> bool:
+        """Whether training uses random crops smaller than the model input."""
+        return bool(self.crop_width or self.crop_height) and (self.crop_width, self.crop_height) != (self.width, self.height)
+
+    @property
+    def train_pixels_share(self) -> float:
+        """Pixels of one training sample over those of one model-size frame."""
+        return self.crop_width * self.crop_height / (self.width * self.height) if self.crops else 1.0
 
     @property
     def channels(self) -> int:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from lunarseg.runtime import atomic
-from lunarseg.runtime.masks import class_names, overlay
+from lunarseg.runtime.masks import class_names, overlay, rock_mask
 from lunarseg.runtime.metrics import MetricAccumulator, iou
 from lunarseg.runtime.preprocess import probs_to_classes
 
@@ -44,7 +44,7 @@ def recall_by_rock_size(pred: np.ndarray, y: np.ndarray, task: str) -> list[dict
     size) bucketed by area, with each bucket's share of all rock pixels and the share found."""
     from lunarseg.runtime.stats import label_components
 
-    is_rock = (lambda a: a >= 2) if task == "4class" else (lambda a: a > 0)
+    is_rock = lambda a: rock_mask(a, task)  # noqa: E731
     edges = np.array(SIZE_BUCKETS[1:])
     total, found = np.zeros(len(SIZE_BUCKETS), np.int64), np.zeros(len(SIZE_BUCKETS), np.int64)
     for t, p in zip(y, pred):
@@ -62,6 +62,16 @@ def recall_by_rock_size(pred: np.ndarray, y: np.ndarray, task: str) -> list[dict
             for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
+def object_scores(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
+    """Rocks found and blobs right by size (lunarseg.runtime.objects) over the frames."""
+    from lunarseg.runtime.objects import ObjectCounter
+
+    counter = ObjectCounter()
+    for t, p in zip(y, pred):
+        counter.update(rock_mask(t, task), rock_mask(p, task))
+    return counter.result()
+
+
 def describe_recall_by_size(buckets: list[dict]) -> str:
     """One line: 'rock recall by true-rock size: 0-16 px 0.12 (30% of rock), ...'."""
     return "rock recall by true-rock size: " + ", ".join(
@@ -70,8 +80,7 @@ def describe_recall_by_size(buckets: list[dict]) -> str:
 
 
 def per_frame_iou(pred: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
-    rock = (lambda a: a >= 2) if task == "4class" else (lambda a: a > 0)
-    return np.array([iou(rock(t), rock(p)) for t, p in zip(y, pred)])
+    return np.array([iou(rock_mask(t, task), rock_mask(p, task)) for t, p in zip(y, pred)])
 
 
 def overlay_grid(x: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray, task: str,
@@ -124,6 +133,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
     report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
     pred = to_classes(probs, meta.task, meta.threshold)
     report["recall_by_rock_size"] = recall_by_rock_size(pred, arrays.y, meta.task)
+    report["objects"] = object_scores(pred, arrays.y, meta.task)
     if out_dir:
         out = Path(out_dir)
         scores = per_frame_iou(pred, arrays.y, meta.task)

@@ -25,7 +25,7 @@ from lunarseg.train import checkpoint, losses
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
-from lunarseg.train.model import build_unet, count_macs
+from lunarseg.train.model import at_input_size, build_unet, count_macs
 from lunarseg.train.pipeline import NORMALISATION, make_dataset, normalise, steps_for
 
 
@@ -208,7 +208,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
         if resume:
             model = checkpoint.load_model(paths.last, compile=True)
         else:
-            model = build_unet(cfg)
+            model = build_unet(cfg, any_size=cfg.crops)
             _compile(model, cfg, steps)
     train_ds = make_dataset(tr.x, tr.y, cfg, training=True)
     val_ds = make_dataset(va.x, va.y, cfg, training=False)
@@ -230,6 +230,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
         shutil.rmtree(paths.root, ignore_errors=True)
         return {"chief": False, "epochs": state["epoch"], "worker": _worker_label()}
     best = checkpoint.load_model(paths.model)
+    if cfg.crops:  # trained on crops at any size: the run keeps the model at its input size
+        best = at_input_size(best, cfg)
+        checkpoint.save_model(best, paths.model)
     probs = best.predict(normalise(va.x), batch_size=cfg.batch_size, verbose=0)
     threshold = choose_threshold(probs, va.y, cfg.task)
     val_scores = score_arrays(probs, va.y, cfg.task, threshold)
@@ -255,16 +258,17 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
 
 
 def measure_training_speed(cfg: TrainConfig, batches: int = 4, warmup: int = 2) -> float:
-    """Training images per second of `cfg`'s model on this machine: the median of a few timed batches
+    """Training samples (crops, with `cfg.crops`) per second of `cfg`'s model on this machine: the median of a few timed batches
     of random frames after `warmup` untimed ones (graph tracing, first allocations); what
     `lunarseg demo` plans its epochs from."""
     cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
-    model = build_unet(cfg)
+    model = build_unet(cfg, any_size=cfg.crops)
     _compile(model, cfg, steps_per_epoch=max(1, batches))
     rng = np.random.default_rng(cfg.seed)
-    x = rng.random((cfg.batch_size, cfg.height, cfg.width, cfg.channels), dtype=np.float32)
-    y = rng.integers(0, len(class_names(cfg.task)), (cfg.batch_size, cfg.height, cfg.width, 1)).astype(np.uint8)
+    h, w = (cfg.crop_height, cfg.crop_width) if cfg.crops else (cfg.height, cfg.width)
+    x = rng.random((cfg.batch_size, h, w, cfg.channels), dtype=np.float32)
+    y = rng.integers(0, len(class_names(cfg.task)), (cfg.batch_size, h, w, 1)).astype(np.uint8)
     for _ in range(warmup):
         model.train_on_batch(x, y)
     seconds = []

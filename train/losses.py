@@ -41,7 +41,48 @@ def bce_dice_loss(y_true, y_pred):
     return bce_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
 
 
-LOSS_FUNCTIONS = {"bce": bce_loss, "bce-dice": bce_dice_loss}
+FOCAL_GAMMA = 2.0
+# Tversky weights of false positives and false negatives: missing a rock costs a rover more than a
+# false alarm, so misses weigh 0.7 (Salehi et al. 2017).
+TVERSKY_FP, TVERSKY_FN = 0.3, 0.7
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def focal_loss(y_true, y_pred):
+    """Cross-entropy down-weighted by (1 - p_true)**gamma: easy background pixels fade, small rocks
+    keep their gradient (Lin et al. 2017)."""
+    eps = keras.backend.epsilon()
+    if y_pred.shape[-1] == 1:
+        t = tf.cast(tf.reshape(y_true, tf.shape(y_pred)), tf.float32)
+        p = tf.clip_by_value(y_pred, eps, 1.0 - eps)
+        p_true = t * p + (1.0 - t) * (1.0 - p)
+    else:
+        t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1])
+        p_true = tf.clip_by_value(tf.reduce_sum(tf.one_hot(t, y_pred.shape[-1]) * y_pred, axis=-1, keepdims=True),
+                                  eps, 1.0)
+    return tf.reduce_mean(-((1.0 - p_true) ** FOCAL_GAMMA) * tf.math.log(p_true), axis=[1, 2, 3])
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def tversky_loss(y_true, y_pred):
+    t, p = _rock_probability(y_true, y_pred)
+    tp = tf.reduce_sum(t * p, axis=[1, 2])
+    fp, fn = tf.reduce_sum((1.0 - t) * p, axis=[1, 2]), tf.reduce_sum(t * (1.0 - p), axis=[1, 2])
+    return 1.0 - (tp + SMOOTH) / (tp + TVERSKY_FP * fp + TVERSKY_FN * fn + SMOOTH)
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def focal_dice_loss(y_true, y_pred):
+    return focal_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def bce_tversky_loss(y_true, y_pred):
+    return bce_loss(y_true, y_pred) + tversky_loss(y_true, y_pred)
+
+
+LOSS_FUNCTIONS = {"bce": bce_loss, "bce-dice": bce_dice_loss, "focal-dice": focal_dice_loss,
+                  "bce-tversky": bce_tversky_loss}
 
 
 def get_loss(name: str):

@@ -47,6 +47,15 @@ def _augment(image, mask, seed, rotate: bool):
     return tf.clip_by_value(img, 0.0, 1.0), tf.cast(tf.round(msk), tf.uint8)
 
 
+def _random_crop(image, mask, seed, height: int, width: int):
+    """The same random window of image (float H×W×C) and mask (uint8 H×W×1)."""
+    both = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
+    crop = tf.image.stateless_random_crop(both, [height, width, both.shape[-1]],
+                                          tf.random.experimental.stateless_fold_in(seed, 31))
+    channels = image.shape[-1]
+    return crop[..., :channels], tf.cast(tf.round(crop[..., channels:]), tf.uint8)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bool) -> tf.data.Dataset:
     """x uint8 N×H×W×C, y uint8 N×H×W → batches of (float32 input, uint8 N×H×W×1 labels)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y[..., None]))
@@ -54,10 +63,16 @@ def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bo
     if training:
         ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
-        if cfg.augment:
+        if cfg.augment or cfg.crops:
             seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(
-                lambda xy, s: _augment(xy[0], xy[1], s, cfg.rotate), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = tf.data.Dataset.zip((ds, seeds))
+            if cfg.crops:  # crop first: augmenting the window only is cheaper
+                ds = ds.map(lambda xy, s: (_random_crop(xy[0], xy[1], s, cfg.crop_height, cfg.crop_width), s),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+            if cfg.augment:
+                ds = ds.map(lambda xy, s: (_augment(xy[0], xy[1], s, cfg.rotate), s),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda xy, s: xy)
     else:
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
     scale, offset = NORMALISATION["scale"] * 255.0, NORMALISATION["offset"]

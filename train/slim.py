@@ -65,7 +65,14 @@ def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras
             continue
         src = _inbound(layer)
         target = slim.get_layer(name)
-        if isinstance(layer, L.Conv2D):
+        if isinstance(layer, L.DepthwiseConv2D):  # one kernel per channel: keeps its input's channels
+            idx = keep[src[0].name]
+            weights = [layer.depthwise_kernel.numpy()[:, :, idx, :]]
+            if layer.use_bias:
+                weights.append(layer.bias.numpy()[idx])
+            target.set_weights(weights)
+            keep[name] = idx
+        elif isinstance(layer, L.Conv2D):
             cin = keep[src[0].name]
             n_out = target.filters
             if n_out >= layer.filters:
@@ -92,7 +99,7 @@ def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras
             keep[name] = keep[src[0].name]
         else:
             raise ConfigError(f"channel slimming does not know layer {name!r} ({type(layer).__name__}); "
-                              "it handles the lunarseg U-Net's Conv2D, BatchNormalization, ReLU, pooling, "
+                              "it handles the lunarseg U-Nets' Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, pooling, "
                               "upsampling, dropout and concatenation")
     return slim, new_cfg
 
