@@ -23,7 +23,8 @@ PROFILES = {
     "rover": {"threads": [1], "pin_cpu": True},
     "default": {"threads": [1], "pin_cpu": False},
 }
-COLUMNS = ("variant", "format", "engine", "status", "threads", "bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms",
+COLUMNS = ("variant", "format", "engine", "status", "threads", "bytes", "gzip_bytes", "iou", "dice", "iou_drop",
+           "drop_vs_control", "p50_ms",
            "p95_ms", "p99_ms", "fps", "cold_start_ms", "peak_rss_mb", "gmacs", "gmac_per_s", "speedup")
 
 
@@ -211,6 +212,20 @@ def _relate_to_baseline(rows: list[dict]) -> None:
             r["iou_drop"] = round(base["iou"] - r["iou"], 5)
             r["speedup"] = round(base["p50_ms"] / r["p50_ms"], 2)
             r["size_ratio"] = round(r["gzip_bytes"] / base["gzip_bytes"], 4)
+    _relate_to_control(rows)
+
+
+def _relate_to_control(rows: list[dict]) -> None:
+    """A variant's IoU drop against the dense control (train/compress.py CONTROL) in the same format
+    on the same engine: what compression costs once extra fine-tuning is accounted for."""
+    from lunarseg.runtime.metadata import CONTROL_VARIANT as CONTROL
+
+    key = lambda r: (r["format"], r.get("engine"), r["threads"])  # noqa: E731
+    controls = {key(r): r for r in rows if r["variant"] == CONTROL and r["status"] == "ok"}
+    for r in rows:
+        c = controls.get(key(r))
+        if c is not None and r["status"] == "ok" and r["variant"] not in ("base", CONTROL):
+            r["drop_vs_control"] = round(c["iou"] - r["iou"], 5)
 
 
 def _fmt(value, col: str) -> str:
@@ -218,7 +233,7 @@ def _fmt(value, col: str) -> str:
         return ""
     if col in ("bytes", "gzip_bytes"):
         return f"{value:,}"
-    if col in ("iou", "dice", "iou_drop"):
+    if col in ("iou", "dice", "iou_drop", "drop_vs_control"):
         return f"{value:.4f}"
     if isinstance(value, float):
         return f"{value:.2f}"

@@ -38,9 +38,10 @@ class StageCosts:
         return slow * (self.evaluate_s + artifacts * (self.export_per_artifact_s + self.bench_per_artifact_s)
                        + self.bench_per_artifact_s + self.finish_s)  # + the Keras baseline row
 
-    def epoch_s(self, train_frames: int, val_frames: int, images_per_s: float) -> float:
-        """One training epoch of the base model, validation included."""
-        return (train_frames + self.val_frame_share * val_frames) / images_per_s
+    def epoch_s(self, train_frames: int, val_frames: int, images_per_s: float, train_share: float = 1.0) -> float:
+        """One epoch, validation included, at `images_per_s` whole model-size frames; `train_share` is a
+        training sample's share of a frame's pixels (< 1 when training on crops; fine-tunes use 1)."""
+        return (train_share * train_frames + self.val_frame_share * val_frames) / images_per_s
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,15 @@ class DemoPlan:
 
 def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_frames: int, val_frames: int,
               variants: list[VariantWork], artifacts: int, max_train_epochs: int,
-              costs: StageCosts = StageCosts()) -> DemoPlan:
+              costs: StageCosts = StageCosts(), train_share: float = 1.0) -> DemoPlan:
     """Split the time left between training and fine-tuning the variants.
 
     Training gets `TRAIN_SHARE` of the fine-tuning time (at least `MIN_TRAIN_EPOCHS`, at most
     `max_train_epochs`; 0 when the base model is already trained and `elapsed_s` includes it) but
     never the variants' minimum; what its whole epochs leave goes to the variants, each scaled by
     the same factor of its default epochs beyond its minimum (one clustering epoch at least, never
-    more than its defaults).
+    more than its defaults). `images_per_s` counts whole model-size frames; training on crops
+    (`train_share` of a frame) makes its epochs cheaper than the whole-frame fine-tunes'.
     """
     if budget_s <= 0:
         raise ConfigError(f"the demo budget must be positive, got {budget_s / 60:g} min")
@@ -98,7 +100,8 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
         raise ConfigError(f"measured training speed must be positive, got {images_per_s}")
     fixed = costs.fixed_s(artifacts, images_per_s)
     tunable = budget_s - elapsed_s - fixed
-    epoch = costs.epoch_s(train_frames, val_frames, images_per_s)
+    epoch = costs.epoch_s(train_frames, val_frames, images_per_s)  # a fine-tune epoch
+    train_epoch = costs.epoch_s(train_frames, val_frames, images_per_s, train_share)
 
     over = costs.overhead_epochs * epoch
 
@@ -109,8 +112,8 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
     train_over = costs.train_overhead_epochs * epoch
     train_time = min(TRAIN_SHARE * tunable, tunable - least) - train_over
     train_epochs = 0 if max_train_epochs == 0 else max(
-        MIN_TRAIN_EPOCHS, min(max_train_epochs, int(train_time // epoch) if train_time > 0 else 0))
-    train_s = train_epochs * epoch + train_over if train_epochs else 0.0
+        MIN_TRAIN_EPOCHS, min(max_train_epochs, int(train_time // train_epoch) if train_time > 0 else 0))
+    train_s = train_epochs * train_epoch + train_over if train_epochs else 0.0
     left = tunable - train_s
 
     # Everyone gets its minimum; the time beyond that is shared in proportion to the epochs each

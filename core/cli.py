@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "lunarseg.runtime.cli",
     "lunarseg.benchmarks.cli",
     "lunarseg.pipeline",
+    "lunarseg.bundle",
 )
 # Subcommands that load TensorFlow in this process (the others never do).
 TENSORFLOW_COMMANDS = {"train", "evaluate", "compress", "export", "demo"}

@@ -17,6 +17,9 @@ from lunarseg.runtime.errors import ModelFileError
 SCHEMA_VERSION = 1
 METADATA_KEY = "lunarseg"
 QUANTIZATION_MODES = ("none", "fp16", "dynamic", "int8")
+# The variant name of the dense control: the trained model fine-tuned as long as the compressed
+# variants, nothing removed (made by train/compress.py, compared against in benchmarks/bench.py).
+CONTROL_VARIANT = "dense-ft"
 
 
 @dataclass

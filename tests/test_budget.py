@@ -57,7 +57,7 @@ def test_bad_budget_or_speed_refused(kw, message):
 
 
 def test_budget_profile_makes_the_target_variants():
-    assert [v.variant for v in demo_variants(BUDGET)] == ["slim40", "pruned50-c8"]
+    assert [v.variant for v in demo_variants(BUDGET)] == ["slim40", "pruned50-c8", "dense-ft"]
     assert set(BUDGET.min_variant_epochs) <= set(BUDGET.variants)
 
 
@@ -98,3 +98,11 @@ def test_training_speed_probe_times_the_real_model():
 
     rate = measure_training_speed(TrainConfig(width=32, height=32, depth=2, filters=4, batch_size=4), batches=2, warmup=1)
     assert 0 < rate < float("inf")
+
+
+def test_training_on_quarter_frame_crops_buys_more_training_epochs_but_not_cheaper_fine_tunes():
+    whole, crops = plan(6.0, max_train_epochs=400), plan(6.0, max_train_epochs=400, train_share=0.25)
+    assert crops.train_epochs > 2.5 * whole.train_epochs
+    assert crops.estimate_s["train"] == pytest.approx(whole.estimate_s["train"], rel=0.15)
+    # fine-tunes run on whole frames either way: the same epochs but for what whole training epochs leave over
+    assert all(abs(crops.variant_epochs[v][0] - whole.variant_epochs[v][0]) <= 1 for v in whole.variant_epochs)

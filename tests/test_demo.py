@@ -14,8 +14,8 @@ def test_quick_demo_runs_every_stage_and_prints_the_paths(tmp_path, capsys):
     assert "| " + " | ".join(COLUMNS) + " |" in printed
     results = json.loads((out / "run/bench/results.json").read_text())
     variants = {r["variant"] for r in results["rows"]}
-    assert variants == {"base", "pruned50", "pruned75", "qat", "pruned50-pqat", "slim50", "slim40", "pruned50-c8"}
-    assert "rock recall by true-rock size" in printed
+    assert variants == {"base", "pruned50", "pruned75", "qat", "pruned50-pqat", "slim50", "slim40", "pruned50-c8", "dense-ft"}
+    assert "rock recall by true-rock size" in printed and "of blobs right" in printed
     selection = json.loads((out / "run/deploy/selection.json").read_text())
     assert (out / "run/deploy").joinpath(selection["artifact"].split("/")[-1]).exists()
     records = [json.loads(line) for line in (out / "segments/results.jsonl").read_text().splitlines()]

@@ -13,11 +13,11 @@ REQUIRES = pyproject_requires(PYPROJECT)
 RUNTIME_EXTRAS = ("runtime-ort", "runtime-litert", "runtime")
 
 
-def test_aarch64_takes_the_litert_pin_that_has_an_arm_wheel():
-    arm = requirements_for("runtime-litert", "linux-aarch64", "3.11", REQUIRES)
-    x86 = requirements_for("runtime-litert", "linux-x86_64", "3.11", REQUIRES)
-    assert "ai-edge-litert==1.4.0" in arm and "ai-edge-litert==2.3.0" not in arm
-    assert "ai-edge-litert==2.3.0" in x86
+def test_markers_are_evaluated_for_the_target_platform_not_this_machine():
+    requires = ["eng==1.0; platform_machine == 'aarch64' and extra == 'x'",
+                "eng==2.0; platform_machine != 'aarch64' and extra == 'x'", "base==3"]
+    assert requirements_for("x", "linux-aarch64", "3.11", requires) == ["base==3", "eng==1.0"]
+    assert requirements_for("x", "linux-x86_64", "3.12", requires) == ["base==3", "eng==2.0"]
 
 
 def test_runtime_extra_is_both_engines_and_no_tensorflow():

@@ -72,7 +72,7 @@ def register(sub) -> None:
     c.add_argument("--name", default="", help="variant name (default from the options, e.g. pruned50-pqat)")
     c.add_argument("--data", help="fine-tuning dataset root (default: the one recorded at training)")
     c.add_argument("--max-frames", type=int, default=0)
-    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat, slim50, slim40, pruned50-c8")
+    c.add_argument("--all", action="store_true", help="make the default set: pruned50, pruned75, qat, pruned50-pqat, slim50, slim40, pruned50-c8 and the dense control dense-ft")
     c.add_argument("--force", action="store_true", help="start over: remake existing variants (--all) and drop "
                    "an interrupted fine-tune's checkpoints")
     c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")

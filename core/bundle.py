@@ -1,0 +1,199 @@
+"""`lunarseg bundle`: everything an offline board needs to run lunarseg models — the model files, a
+wheelhouse for the board's platform (lunarseg built as a wheel + its runtime dependencies),
+install.sh, a sample frame with the masks this machine's runtime gave, check.sh that compares them
+on the board, and a README. Rovers and field boards have no internet; the bundle needs none there."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ConfigError, ModelFileError, unknown_key
+
+ENGINES = {"ort": ("runtime-ort", ".onnx", "onnxruntime"), "litert": ("runtime-litert", ".tflite", "litert")}
+MODEL_SUFFIXES = (".onnx", ".tflite")
+
+
+def register(sub) -> None:
+    from lunarseg.platforms import PLATFORMS, PYTHONS
+
+    p = sub.add_parser("bundle", help="pack models + wheels + install/check scripts for an offline board",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx / .tflite files, or folders of them (e.g. RUN/deploy)")
+    p.add_argument("--platform", required=True, choices=sorted(PLATFORMS), help="the board's platform")
+    p.add_argument("--python", default="3.11", choices=PYTHONS, help="the board's CPython version")
+    p.add_argument("--engine", default="auto", choices=("auto", *ENGINES),
+                   help="engine to install: ort (.onnx), litert (.tflite); auto = what the models need")
+    p.add_argument("--frame", help="sample frame for check.sh (default: a synthetic scene)")
+    p.add_argument("--out", required=True, help="bundle directory to write (must not exist or be empty)")
+    p.set_defaults(func=_bundle)
+
+
+def model_files(paths: list[str]) -> list[Path]:
+    """The model files named, folders expanded to the models they hold; anything else refused."""
+    found = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix in MODEL_SUFFIXES)
+            if not inside:
+                raise ModelFileError(f"{path}: no .onnx or .tflite files in this folder")
+            found += inside
+        elif not path.exists():
+            raise ModelFileError(f"{path}: no such model file")
+        elif path.suffix not in MODEL_SUFFIXES:
+            raise ModelFileError(f"{path}: a bundle takes .onnx or .tflite models, not {path.suffix or 'no suffix'!r}")
+        else:
+            found.append(path)
+    return found
+
+
+def engines_for(models: list[Path], engine: str) -> list[str]:
+    """The engines the models need, or the one asked for (refused when it cannot run one of them)."""
+    needed = sorted({k for m in models for k, (_, suffix, _) in ENGINES.items() if m.suffix == suffix})
+    if engine == "auto":
+        return needed
+    if engine not in ENGINES:
+        raise unknown_key("engine", engine, ENGINES)
+    stranded = [m.name for m in models if m.suffix != ENGINES[engine][1]]
+    if stranded:
+        raise ConfigError(f"--engine {engine} cannot run {', '.join(stranded)} (it runs {ENGINES[engine][1]} files); "
+                          "drop them or use --engine auto")
+    return [engine]
+
+
+def source_tree() -> Path:
+    """The lunarseg source tree this install came from (the bundle builds its wheel from it)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").exists():
+        raise ConfigError("lunarseg bundle needs the lunarseg source tree (an editable install: pip install -e .)")
+    return root
+
+
+def _pip(args: list[str], what: str, timeout_s: float = 900) -> None:
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{what}: pip took over {timeout_s:.0f} s (no network?)") from None
+    if done.returncode:
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("ERROR")] or done.stderr.strip().splitlines()[-1:]
+        raise ConfigError(f"{what} failed: {' '.join(errors[:2])}")
+
+
+def build_wheelhouse(wheels: Path, extra: str, platform: str, python: str) -> list[str]:
+    """lunarseg's wheel plus the pinned runtime wheels for the target; returns the file names."""
+    from lunarseg.platforms import pip_target_args, requirements_for
+
+    wheels.mkdir(parents=True, exist_ok=True)
+    _pip(["wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(wheels), str(source_tree())],
+         "building the lunarseg wheel")
+    reqs = requirements_for(extra, platform, python)
+    _pip(["download", "--quiet", "--dest", str(wheels), *pip_target_args(platform, python), *reqs],
+         f"downloading the {platform} / Python {python} wheels ({' '.join(reqs)})")
+    return sorted(p.name for p in wheels.iterdir())
+
+
+def sample_frame(frame: str | None, dest: Path) -> Path:
+    """The sample frame copied into the bundle (a synthetic scene when none is given)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if frame:
+        if not Path(frame).is_file():
+            raise ConfigError(f"--frame {frame}: no such file")
+        shutil.copyfile(frame, dest)
+        return dest
+    from lunarseg.data.synth import generate_scene
+
+    atomic.write_png(dest, generate_scene(seed=12345, index=0, size=(720, 480)).render)
+    return dest
+
+
+INSTALL_SH = """#!/bin/sh
+# Install lunarseg's runtime from this bundle's wheels: no network needed. Uses the python3 on PATH
+# (or $PYTHON); add --user or run inside a venv as you prefer: sh install.sh [pip options]
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+"${{PYTHON:-python3}}" -m pip install --no-index --find-links "$here/wheels" "$@" "lunarseg[{extras}]"
+"""
+CHECK_SH = """#!/bin/sh
+# Segment the sample frame with every model of the bundle and compare with the workstation's masks.
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+exec "${PYTHON:-python3}" -m lunarseg.runtime.bundle_check "$here"
+"""
+README = """# lunarseg bundle for {platform}, CPython {python}
+
+Made {created} on {host}. Engines: {engines}. Models: {models}.
+
+    sh install.sh            # offline: pip install --no-index --find-links wheels 'lunarseg[{extras}]'
+    sh check.sh              # segments sample/frame.png with each model, compares with sample/*.png
+    lunarseg segment models/{first} frames/ --out masks
+
+check.sh passes when a float model agrees with this machine's mask on >= 99.9 % of the pixels and an
+int8 one on >= 99.5 % (ARM int8 kernels round a little differently).
+"""
+
+
+def expected_masks(models: list[Path], frame: Path, out: Path, engines: list[str]) -> list[dict]:
+    """Copy each model in and record the mask this machine's runtime gives on the sample frame."""
+    from lunarseg.runtime.segmenter import Segmenter
+
+    entries = []
+    for model in models:
+        engine = next(ENGINES[e][2] for e in engines if ENGINES[e][1] == model.suffix)
+        dest = out / "models" / model.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model, dest)
+        classes = Segmenter.from_file(dest, threads=1, backend=engine).segment(str(frame)).classes
+        mask = atomic.write_png(out / "sample" / f"{model.stem}{model.suffix.replace('.', '-')}.png", classes)
+        entries.append({"path": str(dest.relative_to(out)), "engine": engine,
+                        "samples": [{"frame": str(frame.relative_to(out)), "expected": str(mask.relative_to(out))}]})
+    return entries
+
+
+def make_bundle(models: list[str], out: str | Path, platform: str, python: str = "3.11", engine: str = "auto",
+                frame: str | None = None) -> dict:
+    """Write the bundle; returns its manifest (also DIR/bundle.json) with the size in bytes."""
+    import json
+    import os
+    import time
+
+    from lunarseg.platforms import PYTHONS, get_platform
+    from lunarseg.runtime.bundle_check import MANIFEST
+
+    get_platform(platform)
+    if python not in PYTHONS:
+        raise unknown_key("Python version", python, PYTHONS)
+    files = model_files(models)
+    engines = engines_for(files, engine)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: already exists and is not empty; choose a new --out")
+    extras = ENGINES[engines[0]][0] if len(engines) == 1 else "runtime"
+    wheels = build_wheelhouse(out / "wheels", extras, platform, python)
+    sample = sample_frame(frame, out / "sample" / "frame.png")
+    entries = expected_masks(files, sample, out, engines)
+    atomic.write_text(out / "install.sh", INSTALL_SH.format(extras=extras))
+    atomic.write_text(out / "check.sh", CHECK_SH)
+    for script in ("install.sh", "check.sh"):
+        os.chmod(out / script, 0o755)
+    created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    atomic.write_text(out / "README.md", README.format(
+        platform=platform, python=python, created=created, host=os.uname().machine, engines=", ".join(engines),
+        models=", ".join(f.name for f in files), extras=extras, first=files[0].name))
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    manifest = {"platform": platform, "python": python, "engines": engines, "extras": extras, "models": entries,
+                "wheels": wheels, "created": created}
+    atomic.write_json(out / MANIFEST, manifest)
+    manifest["bytes"] = size
+    return manifest
+
+
+def _bundle(args) -> int:
+    m = make_bundle(args.models, args.out, args.platform, args.python, args.engine, args.frame)
+    print(f"bundle {args.out}: {len(m['models'])} model(s), {len(m['wheels'])} wheels for {m['platform']} / "
+          f"Python {m['python']} ({m['extras']}), {m['bytes'] / 1e6:.1f} MB")
+    print(f"on the board: sh {args.out}/install.sh && sh {args.out}/check.sh")
+    return 0

@@ -1,0 +1,152 @@
+"""Architectures, crop training, the small-object losses and object-level figures (tiny models)."""
+import json
+
+import numpy as np
+import pytest
+
+import lunarseg.train  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tf_keras as keras
+
+from lunarseg.runtime.errors import ConfigError
+from lunarseg.runtime.objects import ObjectCounter
+from lunarseg.train import losses
+from lunarseg.train.config import ARCHITECTURES, TrainConfig
+from lunarseg.train.fit import measure_training_speed, train
+from lunarseg.train.model import build_unet, count_macs
+from lunarseg.train.pipeline import make_dataset
+from lunarseg.train.slim import slim_unet
+from test_train import blobs, tiny_cfg
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_keeps_the_input_size_and_runs_at_any_size(arch):
+    cfg = tiny_cfg(arch=arch, width=64, height=32)
+    assert build_unet(cfg).output_shape == (None, 32, 64, 1)
+    anywhere = build_unet(cfg, any_size=True)
+    assert anywhere.predict(np.zeros((1, 48, 40, 1), np.float32), verbose=0).shape == (1, 48, 40, 1)
+
+
+def test_separable_unet_has_fewer_macs_than_the_unet_at_the_same_width():
+    cfg = tiny_cfg(width=64, height=64, filters=16, depth=3)
+    plain, separable = build_unet(cfg), build_unet(tiny_cfg(width=64, height=64, filters=16, depth=3, arch="ds-unet"))
+    assert count_macs(separable) < 0.6 * count_macs(plain)
+    assert any(isinstance(l, keras.layers.DepthwiseConv2D) for l in separable.layers)
+
+
+def test_count_macs_counts_a_depthwise_layer_once_per_channel():
+    x = keras.Input((8, 8, 4))
+    model = keras.Model(x, keras.layers.DepthwiseConv2D(3, padding="same")(x))
+    assert count_macs(model) == 8 * 8 * 4 * 9
+
+
+def test_unknown_architecture_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet'.*ds-unet, unet"):
+        tiny_cfg(arch="resnet").validate()
+
+
+def test_crop_larger_than_the_input_or_off_the_depth_grid_is_refused():
+    with pytest.raises(ConfigError, match="crop 64x16 must .*fit the model input 32x32"):
+        tiny_cfg(crop_width=64, crop_height=16).validate()
+    with pytest.raises(ConfigError, match="input size 18x16 does not fit a depth-2"):
+        tiny_cfg(crop_width=18, crop_height=16).validate()
+
+
+def test_crop_training_batches_are_crops_with_their_masks_aligned():
+    data = blobs(8)
+    cfg = tiny_cfg(crop_width=16, crop_height=8, augment=False)
+    x, y = next(iter(make_dataset(data.x, data.y, cfg, training=True)))
+    assert x.shape[1:3] == (8, 16) and y.shape[1:3] == (8, 16)
+    # rock pixels are the bright ones in blobs(): the crop must keep image and mask together
+    bright = x.numpy()[..., 0] > 150 / 255
+    np.testing.assert_array_equal(bright, y.numpy()[..., 0] == 1)
+
+
+def test_crop_trained_run_is_saved_at_the_model_input_size(tmp_path):
+    cfg = tiny_cfg(crop_width=16, crop_height=16, epochs=2)
+    train(cfg, None, tmp_path / "run", verbose=0, train_arrays=blobs(16), val_arrays=blobs(8, seed=1))
+    from lunarseg.train.checkpoint import load_model
+
+    model = load_model(tmp_path / "run/model.keras")
+    assert model.input_shape == (None, 32, 32, 1)
+    meta = json.loads((tmp_path / "run/meta.json").read_text())
+    assert meta["input_shape"] == [1, 32, 32, 1] and meta["train_config"]["crop_width"] == 16
+
+
+def test_training_speed_probe_times_crops_when_training_on_crops():
+    small = measure_training_speed(tiny_cfg(width=64, height=64, crop_width=16, crop_height=16), batches=2, warmup=1)
+    assert small > 0
+
+
+def test_slimming_understands_the_separable_unet():
+    cfg = tiny_cfg(arch="ds-unet", filters=8, depth=2)
+    model = build_unet(cfg)
+    slim, slim_cfg = slim_unet(model, cfg, 0.5)
+    assert slim_cfg.filters == 4 and count_macs(slim) < count_macs(model)
+    x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
+    assert np.isfinite(slim.predict(x, verbose=0)).all()
+
+
+def _loss(name, truth, pred):
+    return float(tf.reduce_mean(losses.get_loss(name)(tf.constant(truth), tf.constant(pred))))
+
+
+@pytest.mark.parametrize("name", ["focal-dice", "bce-tversky"])
+def test_small_object_losses_are_lower_for_the_right_mask(name):
+    truth = np.zeros((1, 8, 8, 1), np.float32)
+    truth[0, 2:4, 2:4] = 1
+    right = np.where(truth > 0, 0.9, 0.1).astype(np.float32)
+    wrong = (1.0 - right).astype(np.float32)
+    assert _loss(name, truth, right) < _loss(name, truth, wrong)
+
+
+def test_tversky_punishes_a_missed_rock_more_than_a_false_alarm_of_the_same_size():
+    truth = np.zeros((1, 8, 8, 1), np.float32)
+    truth[0, :4] = 1  # half the frame is rock
+    missed = truth * 0.5  # rock half-found
+    false_alarm = truth + (1 - truth) * 0.5  # background half-called rock
+    assert losses.tversky_loss(truth, missed).numpy()[0] > losses.tversky_loss(truth, false_alarm).numpy()[0]
+
+
+def test_focal_loss_fades_easy_pixels_more_than_cross_entropy():
+    truth = np.zeros((1, 4, 4, 1), np.float32)
+    easy, hard = np.full_like(truth, 0.05), np.full_like(truth, 0.6)
+    ratio_focal = losses.focal_loss(truth, hard).numpy()[0] / losses.focal_loss(truth, easy).numpy()[0]
+    ratio_bce = losses.bce_loss(truth, hard).numpy()[0] / losses.bce_loss(truth, easy).numpy()[0]
+    assert ratio_focal > 5 * ratio_bce
+
+
+def test_a_rock_counts_as_found_only_when_half_of_its_pixels_are_predicted():
+    truth = np.zeros((100, 100), bool)
+    truth[10:20, 10:20] = True  # 100 px = 1 % of the frame
+    pred = np.zeros_like(truth)
+    pred[10:15, 10:20] = True  # exactly half
+    counter = ObjectCounter()
+    counter.update(truth, pred)
+    pred2 = np.zeros_like(truth)
+    pred2[10:14, 10:20] = True  # 40 %
+    counter.update(truth, pred2)
+    r = counter.result()
+    assert (r["rocks"], r["recall"]) == (2, 0.5)
+
+
+def test_a_blob_counts_as_right_when_it_overlaps_a_true_rock():
+    truth = np.zeros((100, 100), bool)
+    truth[10:20, 10:20] = True
+    pred = np.zeros_like(truth)
+    pred[19:30, 19:30] = True  # touches the rock at one pixel
+    pred[60:70, 60:70] = True  # nothing there
+    counter = ObjectCounter()
+    counter.update(truth, pred)
+    r = counter.result()
+    assert (r["blobs"], r["precision"]) == (2, 0.5)
+
+
+def test_rocks_below_the_frame_share_are_left_out_of_the_headline_but_kept_by_size():
+    truth = np.zeros((100, 100), bool)
+    truth[50, 50] = True  # 1 px = 0.01 % of the frame
+    counter = ObjectCounter()
+    counter.update(truth, np.zeros_like(truth))
+    r = counter.result()
+    assert r["rocks"] == 0 and r["recall"] is None
+    assert r["by_size"][0]["rocks"] == 1 and r["by_size"][0]["recall"] == 0.0
