@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 OUT ?= demo_out
 
-.PHONY: demo demo-full test install clean
+.PHONY: demo demo-full test install clean board-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo-full: $(STAMP)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q
+
+# The demo's artifacts bundled for linux-aarch64, installed offline into an arm64 Python under
+# qemu-user, their masks compared with the x86 runtime's (needs root and Debian's mirror; run make demo first).
+board-check: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m lunarseg.benchmarks.board_check $(OUT)/run
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

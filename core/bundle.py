@@ -136,18 +136,34 @@ int8 one on >= 99.5 % (ARM int8 kernels round a little differently).
 """
 
 
+def bundle_names(models: list[Path]) -> list[str]:
+    """File names inside the bundle: the model's own, prefixed with the folders above it where two
+    models share a name (RUN/export/onnx-int8.onnx and RUN/compressed/slim40/export/onnx-int8.onnx)."""
+    names = []
+    for model in models:
+        name, up = model.name, model.resolve().parent
+        while name in names and up != up.parent:
+            if up.name != "export":
+                name = f"{up.name}-{name}"
+            up = up.parent
+        if name in names:
+            raise ConfigError(f"{model}: two models would share the name {name!r} in the bundle")
+        names.append(name)
+    return names
+
+
 def expected_masks(models: list[Path], frame: Path, out: Path, engines: list[str]) -> list[dict]:
     """Copy each model in and record the mask this machine's runtime gives on the sample frame."""
     from lunarseg.runtime.segmenter import Segmenter
 
     entries = []
-    for model in models:
+    for model, name in zip(models, bundle_names(models)):
         engine = next(ENGINES[e][2] for e in engines if ENGINES[e][1] == model.suffix)
-        dest = out / "models" / model.name
+        dest = out / "models" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model, dest)
         classes = Segmenter.from_file(dest, threads=1, backend=engine).segment(str(frame)).classes
-        mask = atomic.write_png(out / "sample" / f"{model.stem}{model.suffix.replace('.', '-')}.png", classes)
+        mask = atomic.write_png(out / "sample" / f"{dest.stem}{dest.suffix.replace('.', '-')}.png", classes)
         entries.append({"path": str(dest.relative_to(out)), "engine": engine,
                         "samples": [{"frame": str(frame.relative_to(out)), "expected": str(mask.relative_to(out))}]})
     return entries
@@ -182,7 +198,7 @@ def make_bundle(models: list[str], out: str | Path, platform: str, python: str =
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     atomic.write_text(out / "README.md", README.format(
         platform=platform, python=python, created=created, host=os.uname().machine, engines=", ".join(engines),
-        models=", ".join(f.name for f in files), extras=extras, first=files[0].name))
+        models=", ".join(bundle_names(files)), extras=extras, first=bundle_names(files)[0]))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     manifest = {"platform": platform, "python": python, "engines": engines, "extras": extras, "models": entries,
                 "wheels": wheels, "created": created}

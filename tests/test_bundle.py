@@ -91,3 +91,11 @@ def test_unknown_platform_is_refused_with_the_valid_ones(tmp_path, capsys):
         main(["bundle", str(tmp_path), "--platform", "linux-riscv", "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
     assert "linux-aarch64" in capsys.readouterr().err
+
+
+def test_models_that_share_a_file_name_get_their_variant_folder_as_prefix(tmp_path):
+    from lunarseg.bundle import bundle_names
+
+    base = tmp_path / "run/export/onnx-int8.onnx"
+    slim = tmp_path / "run/compressed/slim40/export/onnx-int8.onnx"
+    assert bundle_names([base, slim]) == ["onnx-int8.onnx", "slim40-onnx-int8.onnx"]
