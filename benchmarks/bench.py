@@ -67,27 +67,65 @@ def artifacts(run: Path) -> list[dict]:
 
 def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, runs: int, min_seconds: float = 1.0,
               timeout: float = 900, backend: str = "auto") -> dict:
-    """Measure one model in a fresh interpreter; cold start = launch → first mask, seen from here."""
+    """Measure one model in a fresh interpreter; cold start = launch → first mask, seen from here.
+    The child's stderr goes to a file (a chatty child cannot block on a full pipe) and a child still
+    running after `timeout` seconds is killed and reported."""
+    import tempfile
+    import threading
+
     cmd = [sys.executable, "-m", "lunarseg.benchmarks.measure", "--model", str(path), "--data", str(data),
            "--threads", str(threads), "--frames", str(frames), "--runs", str(runs), "--pin-cpu", str(pin_cpu),
            "--min-seconds", str(min_seconds), "--backend", backend]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    cold_ms, last = None, ""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("FIRST_MASK") and cold_ms is None:
-            cold_ms = (time.perf_counter() - t0) * 1e3
-        elif line.strip():
-            last = line.strip()
-    _, err = proc.communicate(timeout=timeout)
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        killed = threading.Event()
+        timer = threading.Timer(timeout, lambda: (killed.set(), proc.kill()))
+        timer.start()
+        cold_ms, last = None, ""
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("FIRST_MASK") and cold_ms is None:
+                    cold_ms = (time.perf_counter() - t0) * 1e3
+                elif line.strip():
+                    last = line.strip()
+            proc.wait()
+        finally:
+            timer.cancel()
+        err.seek(0)
+        err_text = err.read()
+    if killed.is_set():
+        return {"status": "timeout", "error": f"measurement still running after {timeout:.0f} s; killed (--timeout-s)"}
     if proc.returncode != 0:
-        tail = [l for l in err.strip().splitlines() if l.strip()][-1:] or ["no output"]
+        tail = [l for l in err_text.strip().splitlines() if l.strip()][-1:] or ["no output"]
         return {"status": "error", "error": f"measurement exited {proc.returncode}: {tail[0][:200]}"}
-    result = json.loads(last)
+    try:
+        result = json.loads(last)
+    except ValueError:
+        return {"status": "error", "error": f"measurement printed no result (last line {last[:80]!r})"}
     result["cold_start_ms"] = round(cold_ms, 1) if cold_ms is not None else None
     return result
+
+
+def gate_failures(rows: list[dict]) -> list[str]:
+    """Why the gate cannot pass whatever the limits say: it fails closed on a failed or timed-out
+    measurement, a missing file, a failed baseline, and on no deployable row at all."""
+    failures = []
+    for r in rows:
+        if r["status"] == "ok":
+            continue
+        what = "baseline" if r["format"] == BASELINE else "artifact"
+        tail = "; no IoU drop or speed-up can be checked" if r["format"] == BASELINE else ""
+        failures.append(f"{what} {r['variant']}/{r['format']} on {r.get('engine')}: {r['status']}: "
+                        f"{r.get('error') or 'no detail'}{tail}")
+    first = rows[0]["threads"] if rows else None
+    if not any(r["status"] == "ok" and r["format"] != BASELINE and r["threads"] == first for r in rows):
+        failures.append("no deployable artifact was measured (nothing exported, or --formats/--engines left none)")
+    if not any(r["format"] == BASELINE for r in rows):
+        failures.append("no keras-fp32 baseline row: no IoU drop can be checked")
+    return failures
 
 
 ROUND_FIGURES = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "cold_start_ms", "peak_rss_mb")
@@ -117,7 +155,7 @@ def file_sizes(path: Path) -> dict:
 def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int] | None = None, frames: int = 50,
           runs: int = 30, min_seconds: float = 1.0, profile: str = "default", limits: Limits | None = None,
           formats: list[str] | None = None, engines: list[str] | None = None, progress: bool = True,
-          rounds: int = 1) -> dict:
+          rounds: int = 1, timeout_s: float = 900) -> dict:
     """Measure every artifact of a run with every installed engine that reads it (or only `engines`),
     `rounds` times round-robin; returns the results dict (also written to RUN/bench/)."""
     from lunarseg.runtime.backends import BACKENDS, engines_for
@@ -137,6 +175,11 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
     if not data or not (data / "images").exists():
         raise ConfigError(f"labelled data not found ({data or 'none recorded'}); pass --data DIR")
     if formats:
+        from lunarseg.export.formats import FORMATS
+
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown:
+            raise ConfigError(f"unknown format {unknown[0]!r}; valid: {', '.join(sorted(FORMATS))}")
         rows_in = [r for r in rows_in if r["format"] == BASELINE or r["format"] in formats]
     if engines:
         unknown = [e for e in engines if e not in BACKENDS]
@@ -167,7 +210,7 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
                       f"threads={t}", file=sys.stderr, flush=True)
             # IoU and Dice are deterministic: later rounds score one frame and only time the engine.
             measured[i].append(run_child(Path(art["path"]), data, t, pin, frames if rnd == 1 else 1, runs, min_seconds,
-                                         backend="auto" if art["format"] == BASELINE else art["engine"]))
+                                         timeout=timeout_s, backend="auto" if art["format"] == BASELINE else art["engine"]))
     rows = []
     for i, (t, art) in enumerate(jobs):
         row = {k: art.get(k) for k in ("variant", "format", "engine", "status", "error", "deployable", "quantization",
@@ -189,8 +232,8 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
             row.update(status="error", error=f"{art['path']}: file missing")
         rows.append(row)
     _relate_to_baseline(rows)
-    violations = [v for r in rows if r.get("deployable") and r["status"] == "ok" and r["threads"] == threads[0]
-                  for v in limits.violations(r)]
+    violations = gate_failures(rows) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
+                                        and r["threads"] == threads[0] for v in limits.violations(r)]
     results = {"run": str(run), "data": str(data), "profile": profile, "threads": threads, "frames": frames,
                "rounds": rounds,
                "cpu": cpu_info(), "pinned_cpu": pin if pin >= 0 else None, "batch": 1,

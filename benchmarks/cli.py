@@ -13,6 +13,8 @@ def register(sub) -> None:
     b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2")
     b.add_argument("--frames", type=int, default=50, help="labelled test frames for IoU/Dice")
     b.add_argument("--runs", type=int, default=30, help="timed engine calls per artifact (at least 1 s)")
+    b.add_argument("--timeout-s", type=float, default=900, help="kill a measurement still running after this many "
+                   "seconds (the row fails, and so does the gate)")
     b.add_argument("--rounds", type=int, default=1, help="measure every artifact this many times, round-robin, and "
                    "report the median of the rounds (steadier speed-ups on a shared machine)")
     b.add_argument("--limits", help="TOML file with [limits] max_iou_drop, max_latency_ms, min_iou, max_bytes")
@@ -51,7 +53,8 @@ def _bench(args) -> int:
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
     results = bench(args.run, data=args.data, threads=_threads(args.threads), frames=args.frames, runs=args.runs,
-                    profile=args.profile, limits=limits, formats=formats, engines=engines, rounds=args.rounds)
+                    profile=args.profile, limits=limits, formats=formats, engines=engines, rounds=args.rounds,
+                    timeout_s=args.timeout_s)
     print(to_markdown(results))
     out = f"{args.run}/bench"
     print(f"results: {out}/results.json, {out}/results.md, {out}/pareto.png")

@@ -41,6 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class MissingTrainingStack(LunarsegError):
+    """A TensorFlow subcommand on a runtime-only install."""
+
+
+def _require_tensorflow(command: str) -> None:
+    """Import TensorFlow (quietly) and the training stack, or say in one line what to install."""
+    from lunarseg.train.tf_env import import_tensorflow_quietly
+
+    try:
+        import_tensorflow_quietly()
+        import tf_keras  # noqa: F401
+    except ImportError as exc:
+        raise MissingTrainingStack(f"needs TensorFlow ({exc.name or 'tensorflow'} is not installed): "
+                                   "pip install 'lunarseg[train]'") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; known failures print one line and return a non-zero code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -52,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command in TENSORFLOW_COMMANDS:
-            from lunarseg.train.tf_env import import_tensorflow_quietly
-
-            import_tensorflow_quietly()
+            _require_tensorflow(args.command)
         code = args.func(args)
     except LunarsegError as exc:
         print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)

@@ -178,3 +178,61 @@ def test_limits_file_values_are_read_and_overridden_by_options(tmp_path):
 def test_bench_on_a_directory_without_a_model_is_a_one_line_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+# ---- the gate fails closed ----------------------------------------------------------------------
+
+def _row(fmt, status="ok", variant="base", engine="onnxruntime", **kw):
+    return {"variant": variant, "format": fmt, "engine": engine, "status": status, "threads": 1, **kw}
+
+
+def test_gate_fails_on_an_errored_or_timed_out_artifact_naming_it():
+    from lunarseg.benchmarks.bench import gate_failures
+
+    rows = [_row(BASELINE, engine="tensorflow"), _row("onnx-int8"),
+            _row("tflite-int8", "timeout", variant="slim40", engine="litert", error="still running after 5 s")]
+    assert gate_failures(rows) == ["artifact slim40/tflite-int8 on litert: timeout: still running after 5 s"]
+
+
+def test_gate_fails_on_a_failed_baseline_because_no_drop_can_be_checked():
+    from lunarseg.benchmarks.bench import gate_failures
+
+    failures = gate_failures([_row(BASELINE, "error", engine="tensorflow", error="exited 1"), _row("onnx-int8")])
+    assert len(failures) == 1 and failures[0].startswith("baseline base/keras-fp32") and "no IoU drop" in failures[0]
+
+
+def test_gate_fails_when_no_deployable_row_was_measured():
+    from lunarseg.benchmarks.bench import gate_failures
+
+    assert gate_failures([_row(BASELINE, engine="tensorflow")]) == [
+        "no deployable artifact was measured (nothing exported, or --formats/--engines left none)"]
+
+
+def test_missing_artifact_file_fails_the_bench_exit_code(pipeline, tmp_path):
+    import shutil
+
+    run, data, _ = pipeline
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    manifest = json.loads((copy / "export/manifest.json").read_text())
+    (copy / manifest["artifacts"][0]["path"]).unlink()
+    code = main(["bench", str(copy), "--data", str(data), "--frames", "2", "--runs", "3", "--formats",
+                 manifest["artifacts"][0]["format"], "--engines", "onnxruntime,litert"])
+    assert code == 1
+    results = json.loads((copy / "bench/results.json").read_text())
+    assert any("file missing" in v for v in results["violations"])
+
+
+def test_unknown_format_name_is_refused_before_measuring(pipeline, capsys):
+    run, data, _ = pipeline
+    assert main(["bench", str(run), "--data", str(data), "--formats", "onnx-int9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown format 'onnx-int9'; valid:" in err and len(err.splitlines()) == 1
+
+
+def test_a_measurement_past_its_timeout_is_killed_and_reported(pipeline):
+    from lunarseg.benchmarks.bench import run_child
+
+    run, data, _ = pipeline
+    result = run_child(run / "model.keras", data, 1, -1, frames=2, runs=3, timeout=0.5)
+    assert result["status"] == "timeout" and "killed" in result["error"]

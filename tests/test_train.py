@@ -117,12 +117,36 @@ class PoisonWeights(keras.callbacks.Callback):
             self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from lunarseg.train import fit
+
+    monkeypatch.setattr(fit, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint every epoch
     with pytest.raises(TrainingDiverged, match=r"NaN/Inf in epoch 2.*last good checkpoint \(epoch 1\)"):
         train(tiny_cfg(epochs=3), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1),
               callbacks=[PoisonWeights()])
     good = checkpoint.load_model(tmp_path / "run/model.keras")
     assert all(np.isfinite(w).all() for w in good.get_weights())
+
+
+def test_between_checkpoints_a_nan_keeps_the_best_model_and_says_no_checkpoint_was_saved(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"NaN/Inf in epoch 2.*\(epoch 0\) is kept at nowhere"):
+        train(tiny_cfg(epochs=3), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1),
+              callbacks=[PoisonWeights()])
+    good = checkpoint.load_model(tmp_path / "run/model.keras")
+    assert all(np.isfinite(w).all() for w in good.get_weights())
+    assert not (tmp_path / "run/checkpoints/last.keras").exists()
+
+
+def test_checkpoints_wait_for_their_interval_but_the_last_epoch_is_always_written(tmp_path, monkeypatch):
+    from lunarseg.train import checkpoint as ckpt, fit
+
+    saves = []
+    real = ckpt.save_model
+    monkeypatch.setattr(fit.checkpoint, "save_model", lambda m, p, **kw: (saves.append(p.name), real(m, p, **kw)))
+    train(tiny_cfg(epochs=4), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1))
+    assert saves.count("last.keras") == 1  # 4 epochs in far less than CHECKPOINT_EVERY_S: written once, at the end
+    state = json.loads((tmp_path / "run/checkpoints/state.json").read_text())
+    assert state["epoch"] == 4 and len(state["history"]) == 4
 
 
 def test_unwritable_output_directory_is_a_one_line_error(tmp_path):
