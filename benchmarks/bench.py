@@ -15,6 +15,7 @@ import numpy as np
 
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, ModelFileError
+from lunarseg.benchmarks.boards import board_estimates, estimates_markdown
 from lunarseg.benchmarks.limits import Limits
 
 BASELINE = "keras-fp32"
@@ -238,7 +239,8 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
                "rounds": rounds,
                "cpu": cpu_info(), "pinned_cpu": pin if pin >= 0 else None, "batch": 1,
                "input_shape": meta.input_shape, "limits": limits.__dict__, "violations": violations,
-               "rows": rows, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "rows": rows, "board_estimates": board_estimates(rows),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = run / "bench"
     atomic.write_json(out / "results.json", results)
     atomic.write_text(out / "results.md", to_markdown(results))
@@ -296,6 +298,7 @@ def to_markdown(results: dict) -> str:
         lines.append("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |")
         if r["status"] != "ok" and r.get("error"):
             lines.append(f"| | ↳ {r['error']} |" + " |" * (len(COLUMNS) - 2))
+    lines += estimates_markdown(results.get("board_estimates", []))
     if results["violations"]:
         lines += ["", "## Limit violations", ""] + [f"- {v}" for v in results["violations"]]
     return "\n".join(lines) + "\n"

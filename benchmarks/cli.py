@@ -30,6 +30,8 @@ def register(sub) -> None:
     s.add_argument("run")
     s.add_argument("--max-iou-drop", type=float, required=True)
     s.add_argument("--objective", default="latency", help="latency | size")
+    s.add_argument("--engines", help="choose among rows measured on these engines (comma-separated), or 'board' "
+                   "for the ones an aarch64 board installs (onnxruntime, litert); default: any")
     s.set_defaults(func=_select)
 
 
@@ -68,6 +70,11 @@ def _bench(args) -> int:
 def _select(args) -> int:
     from lunarseg.benchmarks.select import select
 
-    choice = select(args.run, max_iou_drop=args.max_iou_drop, objective=args.objective)
+    from lunarseg.benchmarks.select import BOARD_ENGINES
+
+    engines = None
+    if args.engines:
+        engines = BOARD_ENGINES if args.engines == "board" else tuple(e.strip() for e in args.engines.split(","))
+    choice = select(args.run, max_iou_drop=args.max_iou_drop, objective=args.objective, engines=engines)
     print(f"selected {choice['artifact']}\nwhy: {choice['reason']}")
     return 0

@@ -15,8 +15,14 @@ def _label(row: dict) -> str:
     return f"{row['variant']}/{row['format']} on {row.get('engine') or 'its default engine'}"
 
 
-def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") -> dict:
-    """Best deployable artifact with IoU drop <= budget by `objective`; copied to RUN/deploy/."""
+# The engines a rover board can install (aarch64 wheels): what `--engines board` means.
+BOARD_ENGINES = ("onnxruntime", "litert")
+
+
+def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency",
+           engines: tuple[str, ...] | None = None) -> dict:
+    """Best deployable artifact with IoU drop <= budget by `objective` among the rows measured on
+    `engines` (None = any); copied to RUN/deploy/, with the engine it was chosen for recorded."""
     run = Path(run)
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; valid: {', '.join(sorted(OBJECTIVES))}")
@@ -25,7 +31,10 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") 
         raise ConfigError(f"{results_path} not found; run `lunarseg bench {run}` first")
     results = json.loads(results_path.read_text())
     first_threads = results["threads"][0]
-    rows = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads]
+    rows = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads
+            and (not engines or r.get("engine") in engines)]
+    if engines and not rows:
+        raise GateError(f"no artifact was measured on {', '.join(engines)}; bench with those engines first")
     fits = [r for r in rows if r.get("iou_drop") is not None and r["iou_drop"] <= max_iou_drop]
     if not fits:
         best = min(rows, key=lambda r: r.get("iou_drop", 1e9), default=None)
@@ -48,6 +57,7 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency") 
     choice = {"artifact": str(target), "source": str(src), "variant": win["variant"], "format": win["format"],
               "engine": engine, "run_with": f"lunarseg segment {target} FRAMES --out DIR --backend {engine}",
               "objective": objective, "max_iou_drop": max_iou_drop, "reason": reason,
+              "engines_considered": list(engines) if engines else "any",
               "figures": {k: win.get(k) for k in ("iou", "iou_drop", "p50_ms", "bytes", "gzip_bytes", "speedup")}}
     atomic.write_json(deploy / "selection.json", choice)
     return choice

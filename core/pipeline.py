@@ -189,12 +189,12 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     results = bench(run, data=data, frames=cfg.bench_frames, profile="rover",
                     limits=Limits(max_iou_drop=cfg.max_iou_drop))
 
-    clock.step(7, "select", "select the fastest artifact within the IoU budget")
-    from lunarseg.benchmarks.select import select
+    clock.step(7, "select", "select the fastest artifact within the IoU budget that a board can run")
+    from lunarseg.benchmarks.select import BOARD_ENGINES, select
     from lunarseg.runtime.errors import GateError
 
     try:
-        choice = select(run, max_iou_drop=cfg.max_iou_drop, objective="latency")
+        choice = select(run, max_iou_drop=cfg.max_iou_drop, objective="latency", engines=BOARD_ENGINES)
         print(f"selected {choice['artifact']}: {choice['reason']}")
     except GateError as exc:
         choice = None

@@ -128,6 +128,22 @@ def test_an_impossible_latency_limit_makes_bench_exit_1_naming_artifact_figure_a
     assert "LIMIT base/onnx-fp32 (threads=1): latency p50" in err and "> limit 0.0001 ms" in err
 
 
+def test_select_for_board_engines_never_picks_an_openvino_row(pipeline):
+    from lunarseg.benchmarks.select import BOARD_ENGINES
+
+    run, data, _ = pipeline
+    bench(run, data=data, frames=3, runs=5, min_seconds=0.1, progress=False)
+    rows = json.loads((run / "bench/results.json").read_text())["rows"]
+    fastest_any = min((r for r in rows if r["deployable"] and r["status"] == "ok"), key=lambda r: r["p50_ms"])
+    choice = select(run, max_iou_drop=1.0, objective="latency", engines=BOARD_ENGINES)
+    assert choice["engine"] in BOARD_ENGINES and choice["engines_considered"] == list(BOARD_ENGINES)
+    if fastest_any["engine"] not in BOARD_ENGINES:  # the restriction changed the choice
+        assert (choice["variant"], choice["format"], choice["engine"]) != (
+            fastest_any["variant"], fastest_any["format"], fastest_any["engine"])
+    with pytest.raises(GateError, match="no artifact was measured on tvm"):
+        select(run, max_iou_drop=1.0, engines=("tvm",))
+
+
 def test_limits_within_reach_pass_the_gate(pipeline, capsys):
     run, data, _ = pipeline
     assert main(["bench", str(run), "--data", str(data), "--frames", "2", "--runs", "3",
