@@ -1,0 +1,117 @@
+"""The current-figures table of a run, regenerated from its own JSON (meta, test evaluation,
+compressed variants, bench results, the demo's timings), so the README quotes one named run.
+
+    python -m lunarseg.benchmarks.report demo_out/run      # prints Markdown, writes RUN/report.md
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import ConfigError, LunarsegError
+from lunarseg.runtime.metadata import CONTROL_VARIANT
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def model_line(meta: dict) -> str:
+    cfg, extra = meta["train_config"], meta.get("extra", {})
+    crop = f", trained on {cfg['crop_width']}×{cfg['crop_height']} crops" if cfg.get("crop_width") else ""
+    return (f"Model: {cfg.get('arch', 'unet')}, {cfg['width']}×{cfg['height']} {cfg['colour_mode']} input{crop}, depth "
+            f"{cfg['depth']}, {cfg['filters']} filters ({extra.get('macs', 0) / 1e9:.2f} GMAC), loss {cfg['loss']}, "
+            f"lr {cfg['learning_rate']:g} {cfg['lr_schedule']}, {extra.get('epochs_trained')} epochs "
+            f"(best {extra.get('best_epoch')}), {extra.get('train_images_per_s')} training samples/s.")
+
+
+def quality_lines(ev: dict) -> list[str]:
+    obj = ev.get("objects") or {}
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    return ["| test frames | rock IoU | Dice | precision | recall | mIoU | rocks >= 0.05 % of the frame found | "
+            "their blobs right |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {ev['frames']} | {ev['iou']:.3f} | {ev['dice']:.3f} | {ev['precision']:.3f} | {ev['recall']:.3f} | "
+            f"{ev['miou']:.3f} | {fmt(obj.get('recall'))} ({obj.get('rocks', 0)}) | "
+            f"{fmt(obj.get('precision'))} ({obj.get('blobs', 0)}) |"]
+
+
+def variant_lines(run: Path, base_val: float) -> list[str]:
+    rows = []
+    for meta_path in sorted((run / "compressed").glob("*/meta.json")):
+        comp = json.loads(meta_path.read_text()).get("extra", {}).get("compress", {})
+        rows.append((meta_path.parent.name, comp))
+    if not rows:
+        return []
+    control = next((c.get("val_iou_after") for n, c in rows if n == CONTROL_VARIANT), None)
+    lines = ["", f"Variants (val IoU; trained model {base_val:.4f}; the dense control {CONTROL_VARIANT} is fine-tuned as "
+             "long as the longest variant):", "",
+             "| variant | GMAC | fine-tune epochs | val IoU | drop vs trained | drop vs dense control |", "|---|---:|---:|---:|---:|---:|"]
+    for name, c in rows:
+        vs = "—" if control is None or name == CONTROL_VARIANT else f"{control - c.get('val_iou_after', 0):+.4f}"
+        lines.append(f"| {name} | {c.get('macs', 0) / 1e9:.3f} | {len(c.get('epochs_run', []))} | {c.get('val_iou_after', 0):.4f} | "
+                     f"{c.get('iou_drop', 0):+.4f} | {vs} |")
+    if control is not None:
+        gain = control - base_val
+        lines += ["", f"Dense control gain {gain:+.4f} val IoU: the trained model "
+                  + ("counts as converged (<= 0.01)." if gain <= 0.01 else "had NOT converged (gain > 0.01).")]
+    return lines
+
+
+def bench_lines(results: dict) -> list[str]:
+    base = next((r for r in results["rows"] if r["format"] == "keras-fp32" and r["status"] == "ok"), None)
+    lines = ["", f"Bench ({results['profile']} profile, {results['frames']} test frames, input {results['input_shape']}"
+             + (f"; Keras fp32 {base['p50_ms']:.1f} ms" if base else "") + "):", "",
+             "| variant | format | engine | p50 ms | × Keras | gzip bytes | test IoU | drop | drop vs control |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        if r["status"] != "ok" or r["format"] == "keras-fp32":
+            continue
+        vs = "—" if r.get("drop_vs_control") is None else f"{r['drop_vs_control']:+.4f}"
+        lines.append(f"| {r['variant']} | {r['format']} | {r['engine']} | {r['p50_ms']:.2f} | {r.get('speedup') or 0:.1f}× | "
+                     f"{r['gzip_bytes']:,} | {r['iou']:.4f} | {r.get('iou_drop', 0):+.4f} | {vs} |")
+    if results.get("violations"):
+        lines += ["", "Gate: " + "; ".join(results["violations"])]
+    return lines
+
+
+def report(run: str | Path) -> str:
+    run = Path(run)
+    meta = _json(run / "meta.json")
+    if meta is None:
+        raise ConfigError(f"{run}: no meta.json; not a run directory")
+    cpu = (_json(run / "bench/results.json") or {}).get("cpu", {})
+    lines = [f"### Run `{run}` ({meta.get('created', '?')[:10]}; {cpu.get('model', 'CPU unknown')}, "
+             f"{cpu.get('cores', '?')} cores)", "", model_line(meta), ""]
+    timings = _json(run.parent / "timings.json")
+    if timings:
+        lines += [f"Demo wall time {timings['total_s'] / 60:.1f} min (" + ", ".join(
+            f"{k} {v:.0f} s" for k, v in timings["stages_s"].items()) + ").", ""]
+    ev = _json(run / "eval_test.json")
+    if ev:
+        lines += quality_lines(ev)
+    lines += variant_lines(run, meta.get("val_metrics", {}).get("iou", float("nan")))
+    results = _json(run / "bench/results.json")
+    if results:
+        lines += bench_lines(results)
+    text = "\n".join(lines) + "\n"
+    atomic.write_text(run / "report.md", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m lunarseg.benchmarks.report RUN", file=sys.stderr)
+        return 2
+    try:
+        print(report(argv[0]))
+    except LunarsegError as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

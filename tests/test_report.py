@@ -1,0 +1,40 @@
+"""The current-figures report is rebuilt from a run's JSON and says whether the parent converged."""
+import json
+
+from lunarseg.benchmarks.report import main, report
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def fake_run(tmp_path, control_val):
+    run = tmp_path / "run"
+    cfg = {"arch": "unet", "width": 384, "height": 256, "colour_mode": "gray", "crop_width": 192, "crop_height": 128,
+           "depth": 4, "filters": 8, "loss": "bce-dice", "learning_rate": 0.01, "lr_schedule": "cosine"}
+    _write(run / "meta.json", {"train_config": cfg, "val_metrics": {"iou": 0.60}, "created": "2026-12-01T10:00:00",
+                               "extra": {"macs": 1.29e9, "epochs_trained": 90, "best_epoch": 88, "train_images_per_s": 30}})
+    _write(run / "eval_test.json", {"frames": 21, "iou": 0.65, "dice": 0.79, "precision": 0.8, "recall": 0.78,
+                                    "miou": 0.82, "objects": {"recall": 0.9, "rocks": 278, "precision": 0.98, "blobs": 264}})
+    for name, val in (("dense-ft", control_val), ("slim40", 0.58)):
+        _write(run / f"compressed/{name}/meta.json", {"extra": {"compress": {
+            "val_iou_after": val, "iou_drop": 0.60 - val, "macs": 2e8, "epochs_run": [{}] * 16}}})
+    return run
+
+
+def test_report_shows_quality_variants_and_drops_against_the_dense_control(tmp_path):
+    text = report(fake_run(tmp_path, control_val=0.605))
+    assert "| 21 | 0.650 | 0.790 |" in text and "0.900 (278)" in text
+    assert "| slim40 | 0.200 | 16 | 0.5800 | +0.0200 | +0.0250 |" in text
+    assert "counts as converged" in text
+    assert (tmp_path / "run/report.md").read_text() == text
+
+
+def test_report_flags_a_parent_the_dense_control_still_improves(tmp_path):
+    assert "had NOT converged" in report(fake_run(tmp_path, control_val=0.64))
+
+
+def test_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"report: error: {tmp_path}: no meta.json; not a run directory"
