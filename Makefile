@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (whole pipeline on synthetic data, fitted to a 16-minute budget) and
-# `make test`; both install into .venv. `make demo-full` is the ~75-minute profile the README's numbers use.
+# `make test`; both install into .venv. `make demo-full` is the longer profile (~50 minutes, <= 75).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
