@@ -66,12 +66,13 @@ FULL = replace(DemoConfig(), frames=400, frame_size=(384, 256), model_size=(384,
                formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="tflite-int8,onnx-int8",
                calib_frames=64, bench_frames=40)
 # `make demo`: <= 20 minutes on a 2-core CPU with the install (~3 min): epochs from the measured
-# training speed; the variants that carry the targets — int8 + 50 % sparsity with ≤ 8 weights per
-# kernel (IoU and size), 40 % width (speed) — and the dense control fine-tuned as long as slim40.
-# Floors measured on a 16-epoch budget model (val IoU drop): 50 % pruning lost 0.03 after 1 epoch,
-# 0.010 after 3; slim40 at 1e-2 cosine lost 0.003 after 10 epochs.
-BUDGET = replace(FULL, frames=200, epochs=150, budget_min=16.0, variants=("slim40", "pruned50-c8", "dense-ft"),
-                 min_variant_epochs={"pruned50-c8": 3, "slim40": 8, "dense-ft": 8},
+# training speed; int8 + 50 % sparsity with ≤ 8 weights per kernel (IoU and size) and the dense
+# control fine-tuned as long. slim40 is left to the full profile: on this 8-filter model it keeps 3
+# channels, and the 8 fine-tune epochs the budget allowed lost 0.18 val IoU (2026-12-01 demo run).
+# Floor measured on a 16-epoch budget model (val IoU drop): 50 % pruning lost 0.03 after 1 epoch,
+# 0.010 after 3.
+BUDGET = replace(FULL, frames=200, epochs=150, budget_min=16.0, variants=("pruned50-c8", "dense-ft"),
+                 min_variant_epochs={"pruned50-c8": 3, "dense-ft": 4},
                  calib_frames=32, bench_frames=20, sample_frames=4)
 QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), crop=(32, 16), filters=4, depth=2, epochs=2,
                    batch_size=8, compress_epochs=1, qat_epochs=1, cluster_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
@@ -171,7 +172,7 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     if cfg.budget_min:
         plan = _plan(cfg, tcfg, data, [v for v in variants if v.variant not in done], clock,
                      trained=True, measured_epoch_s=_median_epoch_s(run))
-        epochs = plan.variant_epochs
+        epochs = control_matches_longest(plan.variant_epochs)
         print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
     for v in variants:
         e, c = epochs.get(v.variant, (cfg.compress_epochs or v.epochs, cfg.cluster_epochs))
@@ -235,6 +236,17 @@ def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
         if v:
             print(f"  {k:10s} {v}")
     return {"paths": {k: str(v) for k, v in paths.items()}, "results": results, "choice": choice}
+
+
+def control_matches_longest(epochs: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """The dense control fine-tunes as many epochs as the longest variant (its clustering included),
+    so a variant's drop against it is compression, not a difference in training."""
+    from lunarseg.runtime.metadata import CONTROL_VARIANT
+
+    others = [e + c for name, (e, c) in epochs.items() if name != CONTROL_VARIANT]
+    if CONTROL_VARIANT not in epochs or not others:
+        return dict(epochs)
+    return {**epochs, CONTROL_VARIANT: (max(others), 0)}
 
 
 def demo_variants(cfg: DemoConfig) -> list:

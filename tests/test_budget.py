@@ -16,7 +16,7 @@ def plan(rate, budget_min=16.0, **kw):
     return plan_demo(**{**args, **kw})
 
 
-@pytest.mark.parametrize("rate", [4.5, 6.0, 12.0])
+@pytest.mark.parametrize("rate", [9.0, 12.0, 24.0])
 def test_plan_fits_the_budget_when_the_minimum_pipeline_does(rate):
     p = plan(rate)
     assert not p.over_budget
@@ -57,14 +57,14 @@ def test_bad_budget_or_speed_refused(kw, message):
 
 
 def test_budget_profile_makes_the_target_variants():
-    assert [v.variant for v in demo_variants(BUDGET)] == ["slim40", "pruned50-c8", "dense-ft"]
+    assert [v.variant for v in demo_variants(BUDGET)] == ["pruned50-c8", "dense-ft"]
     assert set(BUDGET.min_variant_epochs) <= set(BUDGET.variants)
 
 
 def test_variant_minimum_comes_before_training_beyond_its_own_minimum():
     floors = [VariantWork("pruned50", 4, min_epochs=3), VariantWork("slim50", 16, cost=0.5, min_epochs=6),
               VariantWork("pruned50-c8", 4, cluster_epochs=2, min_epochs=3)]
-    plain, floored = plan(6.0), plan(6.0, variants=floors)
+    plain, floored = plan(8.0), plan(8.0, variants=floors)
     assert floored.variant_epochs["pruned50"][0] >= 3 and floored.variant_epochs["slim50"][0] >= 6
     assert floored.variant_epochs["pruned50-c8"][0] >= 3 and floored.variant_epochs["pruned50-c8"][1] >= 1
     assert floored.train_epochs < plain.train_epochs  # the floors are paid for by training
@@ -106,3 +106,12 @@ def test_training_on_quarter_frame_crops_buys_more_training_epochs_but_not_cheap
     assert crops.estimate_s["train"] == pytest.approx(whole.estimate_s["train"], rel=0.15)
     # fine-tunes run on whole frames either way: the same epochs but for what whole training epochs leave over
     assert all(abs(crops.variant_epochs[v][0] - whole.variant_epochs[v][0]) <= 1 for v in whole.variant_epochs)
+
+
+def test_the_dense_control_fine_tunes_as_long_as_the_longest_variant_clustering_included():
+    from lunarseg.pipeline import control_matches_longest
+
+    planned = {"slim40": (9, 0), "pruned50-c8": (3, 1), "dense-ft": (5, 0)}
+    assert control_matches_longest(planned)["dense-ft"] == (9, 0)
+    assert control_matches_longest({"pruned50-c8": (4, 2), "dense-ft": (16, 0)})["dense-ft"] == (6, 0)
+    assert control_matches_longest({"slim40": (9, 0)}) == {"slim40": (9, 0)}

@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
         else:
             model = build_unet(cfg, any_size=cfg.crops)
             _compile(model, cfg, steps)
-    train_ds = make_dataset(tr.x, tr.y, cfg, training=True)
+    train_ds = make_dataset(tr.x, tr.y, cfg, training=True, repeat=True)
     val_ds = make_dataset(va.x, va.y, cfg, training=False)
     keeper = RunKeeper(paths, cfg, state, write=True)
     cbs = [keeper, keras.callbacks.TensorBoard(log_dir=str(paths.logs), profile_batch=0, write_graph=False)] if chief else [keeper]
@@ -246,7 +246,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
     start_epoch = state["epoch"]
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=steps_for(len(tr.x), cfg), validation_steps=steps_for(len(va.x), cfg),
+                  steps_per_epoch=steps_for(len(tr.x), cfg, repeated=True), validation_steps=steps_for(len(va.x), cfg),
                   callbacks=cbs + list(callbacks or []), verbose=verbose)
     finally:  # interrupted or not: what the finished epochs learned is on disk
         keeper.flush()

@@ -56,12 +56,19 @@ def _random_crop(image, mask, seed, height: int, width: int):
     return crop[..., :channels], tf.cast(tf.round(crop[..., channels:]), tf.uint8)
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bool) -> tf.data.Dataset:
-    """x uint8 N×H×W×C, y uint8 N×H×W → batches of (float32 input, uint8 N×H×W×1 labels)."""
+def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bool,
+                 repeat: bool = False) -> tf.data.Dataset:
+    """x uint8 N×H×W×C, y uint8 N×H×W → batches of (float32 input, uint8 N×H×W×1 labels).
+
+    `repeat` (training): an endless, reshuffled stream that fit() cuts into epochs of
+    `steps_for` steps, so Keras keeps one iterator instead of building one per epoch (measured:
+    1.1 s between epochs of 4.9 s on the demo model)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y[..., None]))
     to_unit = lambda a, b: (tf.cast(a, tf.float32) / 255.0, b)  # noqa: E731
     if training:
         ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+        if repeat and cfg.strategy == "default":
+            ds = ds.repeat()
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
         if cfg.augment or cfg.crops:
             seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
@@ -86,6 +93,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bo
     return ds.repeat().batch(cfg.batch_size, drop_remainder=True).with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def steps_for(n: int, cfg: TrainConfig) -> int | None:
-    """Steps per epoch for the distributed (repeated) datasets; None = until the data ends."""
-    return None if cfg.strategy == "default" else max(1, n // cfg.batch_size)
+def steps_for(n: int, cfg: TrainConfig, repeated: bool = False) -> int | None:
+    """Steps per epoch of a repeated dataset (distributed ones always are: full batches only);
+    None = until the data ends."""
+    if cfg.strategy != "default":
+        return max(1, n // cfg.batch_size)
+    return max(1, -(-n // cfg.batch_size)) if repeated else None
