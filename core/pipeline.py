@@ -249,6 +249,20 @@ def control_matches_longest(epochs: dict[str, tuple[int, int]]) -> dict[str, tup
     return {**epochs, CONTROL_VARIANT: (max(others), 0)}
 
 
+def _as_long_as_the_longest(work, all_work: list):
+    """The control's planned work: that of the longest other variant, its clustering epochs included
+    (it will run as many epochs: control_matches_longest), so its time is budgeted as it will be spent."""
+    from lunarseg.budget import VariantWork
+    from lunarseg.runtime.metadata import CONTROL_VARIANT
+
+    others = [w for w in all_work if w.name != CONTROL_VARIANT]
+    if work.name != CONTROL_VARIANT or not others:
+        return work
+    longest = max(others, key=lambda w: w.epochs + w.cluster_epochs)
+    return VariantWork(work.name, longest.epochs + longest.cluster_epochs, cost=1.0,
+                       min_epochs=longest.min_epochs + (1 if longest.cluster_epochs else 0))
+
+
 def demo_variants(cfg: DemoConfig) -> list:
     """The compression variants the profile makes, in DEFAULT_VARIANTS order; unknown names are refused."""
     from lunarseg.runtime.errors import unknown_key
@@ -307,6 +321,7 @@ def _plan(cfg: DemoConfig, tcfg, data: Path, variants: list, clock: StageClock, 
         work.append(VariantWork(v.variant, epochs, cost=min(1.0, max(0.5, v.width)),
                                 cluster_epochs=cfg.cluster_epochs if v.clusters else 0,
                                 min_epochs=min(epochs, cfg.min_variant_epochs.get(v.variant, 1))))
+    work = [_as_long_as_the_longest(w, work) for w in work]
     artifacts = len(resolve_formats(cfg.formats)) + len(variants) * len(resolve_formats(cfg.variant_formats))
     # The elapsed time is read after the probe: its seconds count against the budget too.
     return plan_demo(budget_s=cfg.budget_min * 60, elapsed_s=clock.elapsed(), images_per_s=rate, train_frames=n_train,

@@ -115,3 +115,12 @@ def test_the_dense_control_fine_tunes_as_long_as_the_longest_variant_clustering_
     assert control_matches_longest(planned)["dense-ft"] == (9, 0)
     assert control_matches_longest({"pruned50-c8": (4, 2), "dense-ft": (16, 0)})["dense-ft"] == (6, 0)
     assert control_matches_longest({"slim40": (9, 0)}) == {"slim40": (9, 0)}
+
+
+def test_the_control_is_budgeted_as_the_longest_variant_so_no_time_is_planned_for_epochs_it_will_not_run():
+    from lunarseg.pipeline import _as_long_as_the_longest
+
+    work = [VariantWork("pruned50-c8", 4, cluster_epochs=2, min_epochs=3), VariantWork("dense-ft", 16, min_epochs=4)]
+    control = _as_long_as_the_longest(work[1], work)
+    assert (control.epochs, control.min_epochs, control.cluster_epochs) == (6, 4, 0)
+    assert _as_long_as_the_longest(work[0], work) is work[0]
