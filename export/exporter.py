@@ -252,6 +252,7 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
                              f"meta.json's input_shape {meta.input_shape}")
     source_info = {"variant": variant, "path": _rel(model_path, run_dir), "sha256": file_sha256(model_path)}
 
+    data_dir = data_dir if data_dir is not None or calib is not None else recorded_dataset(meta)
     calib_x = None
     if any(s.needs_calibration for s in specs):
         if not qat or calib is not None or data_dir is not None:
@@ -272,6 +273,16 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
     if write_manifest:
         merge_manifest(root / MANIFEST_NAME, [r.to_dict() for r in records], run_dir)
     return records
+
+
+def recorded_dataset(meta) -> str | None:
+    """The dataset the model was trained on, when it is still there (said in a warning), else None."""
+    recorded = (meta.extra or {}).get("data_dir") or ""
+    if not recorded or not (Path(recorded) / "images").is_dir():
+        return None
+    warnings.warn(f"no --data given: calibrating and checking parity on the dataset recorded at training, {recorded}",
+                  frames_mod.ExportWarning)
+    return recorded
 
 
 def export_run(run_dir, formats, data_dir=None, include_variants: bool = True, **kwargs) -> list[ArtifactRecord]:

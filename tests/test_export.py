@@ -297,3 +297,26 @@ def test_a_qat_model_converts_to_full_integer_from_its_fake_quant_ranges_without
     figures = compare(qat.predict(x, verbose=0), Segmenter.from_file(path).predict(x), meta, VAL.y)
     check_gate(FORMATS["tflite-int8"], figures, LOOSE, qat=True)
     assert figures["gate"] == {"max_iou_drop": LOOSE}
+
+
+def test_without_data_the_dataset_recorded_at_training_is_used_and_said(run_dir, tmp_path):
+    import json
+    import shutil
+    import warnings
+
+    from lunarseg.data.synth import write_dataset
+    from lunarseg.export.frames import ExportWarning
+
+    data = tmp_path / "data"
+    write_dataset(data, 12, size=(96, 64), seed=2, workers=1, progress=False)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("export"))
+    meta = json.loads((run / "meta.json").read_text())
+    meta["extra"]["data_dir"] = str(data)
+    (run / "meta.json").write_text(json.dumps(meta))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = export_model(run, "tflite-int8", calib_frames=8, max_iou_drop=LOOSE)
+    assert records[0].ok, records[0].error
+    said = [str(w.message) for w in caught if issubclass(w.category, ExportWarning)]
+    assert any(f"the dataset recorded at training, {data}" in m for m in said)
