@@ -97,11 +97,12 @@ def build_wheelhouse(wheels: Path, extra: str, platform: str, python: str) -> li
 
 
 def sample_frame(frame: str | None, dest: Path) -> Path:
-    """The sample frame copied into the bundle (a synthetic scene when none is given)."""
+    """The sample frame copied into the bundle, keeping its suffix (a synthetic scene when none is given)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if frame:
         if not Path(frame).is_file():
             raise ConfigError(f"--frame {frame}: no such file")
+        dest = dest.with_suffix(Path(frame).suffix or dest.suffix)
         shutil.copyfile(frame, dest)
         return dest
     from lunarseg.data.synth import generate_scene
