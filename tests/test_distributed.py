@@ -44,3 +44,13 @@ def test_two_workers_on_localhost_train_one_epoch_and_only_the_chief_writes(tiny
     assert (tmp_path / "w0/model.keras").exists() and (tmp_path / "w0/meta.json").exists()
     assert not (tmp_path / "w1/model.keras").exists()
     assert "worker 1 of 2 finished" in outs[1][0]
+
+
+def test_multi_worker_resume_is_refused_up_front_in_one_line(tiny_data, tmp_path):
+    cmd = [sys.executable, "-m", "lunarseg", "train", "--data", str(tiny_data), "--out", str(tmp_path / "w0"),
+           "--size", "32", "--filters", "4", "--depth", "2", "--epochs", "1", "--strategy", "multi-worker", "--resume"]
+    p = subprocess.run(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == ("lunarseg train: error: --resume is not supported with --strategy multi-worker "
+                                                 "(only the chief keeps checkpoints); start the workers again without --resume")
+    assert not (tmp_path / "w0").exists()

@@ -202,6 +202,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
           callbacks: list | None = None) -> dict:
     """Fit `cfg` on `data_dir` into run directory `out`; returns a summary dict."""
     cfg.validate()
+    if resume and cfg.strategy == "multi-worker":
+        # Non-chief replicas write into scratch directories that are gone after the run: nothing to resume from.
+        raise ConfigError("--resume is not supported with --strategy multi-worker (only the chief keeps "
+                          "checkpoints); start the workers again without --resume")
     chief = _is_chief()
     # Every multi-worker replica must run the same saves (they hold collective ops); the others
     # write into a scratch directory that is removed at the end, as tf.distribute recommends.
