@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--io", default="uint8", choices=("uint8", "int8"), help="full-integer TFLite input/output type")
     p.add_argument("--variants", action="store_true",
                    help="with a run directory: also export every RUN/compressed/* variant")
+    p.add_argument("--sizes", metavar="WxH[,WxH...]",
+                   help="input sizes to export at (default: the model's own); the same weights re-instantiated "
+                        "at each, sides multiples of 2**depth; files at other sizes are named FORMAT-WxH; "
+                        "with --variants every variant is exported at each size too")
     p.add_argument("--threads", type=int, default=1, help="runtime threads for the parity/latency check")
     p.set_defaults(func=_export)
 
@@ -49,17 +53,23 @@ def _export(args) -> int:
     from lunarseg.export.frames import ExportWarning
     from lunarseg.export.manifest import MANIFEST_NAME
 
-    resolve_formats(args.formats)  # an unknown name fails before TensorFlow loads
+    from lunarseg.export.sizes import parse_sizes
+
+    resolve_formats(args.formats)  # an unknown name or a malformed size fails before TensorFlow loads
+    parse_sizes(args.sizes)
     warnings.simplefilter("always", ExportWarning)
     warnings.showwarning = lambda msg, cat, *a, **k: print(f"lunarseg export: warning: {msg}", file=sys.stderr)
     kw = dict(data_dir=args.data, out_dir=args.out, max_iou_drop=args.max_iou_drop, io=args.io,
-              calib_frames=args.calib_frames, val_frames=args.val_frames, threads=args.threads)
+              calib_frames=args.calib_frames, val_frames=args.val_frames, threads=args.threads,
+              sizes=args.sizes)
     if args.variants:
         records = export_run(args.model, args.formats, **kw)
     else:
         records = export_model(args.model, args.formats, **kw)
+    several = len({r.input_size for r in records}) > 1
     for r in records:
         name = r.format if r.variant == "base" else f"{r.variant}/{r.format}"
+        name += f" {r.input_size}" if several else ""
         if r.ok:
             print(f"ok      {name:<28} {_size(r.bytes):>10} (gzip {_size(r.gzip_bytes)})  {_summary(r)}  {r.path}")
         else:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.export import frames as frames_mod
+from lunarseg.export import sizes as sizes_mod
 from lunarseg.export.context import BuildContext, Built, ConversionError
 from lunarseg.export.formats import FormatSpec, resolve_formats
 from lunarseg.export.manifest import MANIFEST_NAME, merge_manifest
@@ -56,6 +57,7 @@ class ArtifactRecord:
     parity: dict = field(default_factory=dict)
     exported: str = ""
     seconds: float = 0.0
+    input_size: str = ""  # "WxH" the artifact takes (the model's own size unless exported with sizes)
 
     @property
     def ok(self) -> bool:
@@ -212,15 +214,18 @@ def _export_one(spec: FormatSpec, ctx: BuildContext, *, out_path: Path, run_dir:
 
 def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, out_dir=None,
                  max_iou_drop: float = 0.02, io: str = "uint8", calib_frames: int = frames_mod.DEFAULT_CALIB_FRAMES,
-                 val_frames: int = 64, threads: int = 1, write_manifest: bool = True) -> list[ArtifactRecord]:
+                 val_frames: int = 64, threads: int = 1, write_manifest: bool = True,
+                 sizes=None) -> list[ArtifactRecord]:
     """Export one Keras model (a run directory, a compressed variant's folder or a .keras file).
 
     `formats`: names from `export.formats.FORMATS` (list or comma string; "all"). `calib`: uint8
     frames (array N×H×W[×C] or a list of frames/paths) for int8 calibration, else the train split
     of `data_dir`. `val`: SplitArrays (x, y) for parity, else the val split of `data_dir`, else fixed
-    synthetic frames scored against the Keras masks. Artifacts go to `out_dir` (default RUN/export,
-    and RUN/export/VARIANT for a compressed variant); the run's manifest.json is updated there.
-    Returns one record per requested format, in table order; failures are records, not exceptions.
+    synthetic frames scored against the Keras masks. `sizes`: input sizes ('WxH,WxH' or a list;
+    None = the model's own) — the same weights re-instantiated at each, calibrated and checked there.
+    Artifacts go to `out_dir` (default RUN/export, and RUN/export/VARIANT for a compressed variant);
+    the run's manifest.json is updated there. Returns one record per (size, format), sizes in the
+    order given, formats in table order; failures are records, not exceptions.
     """
     specs = resolve_formats(formats)
     if io not in IO_TYPES:
@@ -230,48 +235,78 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
     if int(threads) < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
 
-    from lunarseg.train.checkpoint import file_sha256, resolve_model
-    from lunarseg.train.pipeline import normalise
-
-    from lunarseg.train.checkpoint import model_file
+    from lunarseg.train.checkpoint import file_sha256, model_file, resolve_model
 
     path = Path(model_or_run)
     if path.is_dir() and not model_file(path).exists() and (path / "meta.json").exists():
         raise ModelFileError(f"{path}: has meta.json but no model file (model.keras or model.h5)")
     model_path, meta = resolve_model(path)
+    # bad sizes fail before the model loads
+    size_list = sizes_mod.parse_sizes(sizes, sizes_mod.model_depth(meta)) or [(meta.width, meta.height)]
     run_dir, variant = locate_source(model_path)
     root = Path(out_dir) if out_dir is not None else run_dir / "export"
     art_dir = root if variant == BASE_VARIANT else root / variant
     _check_writable(art_dir)
 
-    qat = _is_qat(meta)
     model = load_source(model_path, meta)
     want_in = (meta.height, meta.width, meta.channels)
     if tuple(model.input_shape[1:]) != want_in:
         raise ModelFileError(f"{model_path}: the model's input {tuple(model.input_shape[1:])} disagrees with "
                              f"meta.json's input_shape {meta.input_shape}")
-    source_info = {"variant": variant, "path": _rel(model_path, run_dir), "sha256": file_sha256(model_path)}
-
+    source = dict(variant=variant, run_dir=run_dir, art_dir=art_dir,
+                  info={"variant": variant, "path": _rel(model_path, run_dir), "sha256": file_sha256(model_path)})
     data_dir = data_dir if data_dir is not None or calib is not None else recorded_dataset(meta)
-    calib_x = None
-    if any(s.needs_calibration for s in specs):
-        if not qat or calib is not None or data_dir is not None:
-            calib_x = normalise(frames_mod.calibration_frames(meta, calib=calib, data_dir=data_dir, count=calib_frames))
-    x_u8, y_val, _ = frames_mod.validation_frames(meta, val=val, data_dir=data_dir, max_frames=val_frames)
-    x_val = normalise(x_u8)
-    keras_probs = _keras_predict(model, x_val)
+    frames = dict(data_dir=data_dir, calib=calib, val=val, calib_frames=calib_frames, val_frames=val_frames)
+    gate = dict(max_iou_drop=float(max_iou_drop), io=io, threads=int(threads))
 
+    # every size rebuilt before anything is written: a size the model cannot take refuses the export
+    sized = {size: sizes_mod.model_at_size(model, meta, *size) for size in size_list}
     records = []
     with tempfile.TemporaryDirectory(prefix="lunarseg-export-") as work:
-        ctx = BuildContext(model=model, meta=meta, calib=calib_x, io=io, qat=qat, workdir=Path(work))
-        for spec in specs:
-            out_path = art_dir / f"{spec.name}{spec.suffix}"
-            records.append(_export_one(spec, ctx, out_path=out_path, run_dir=run_dir, variant=variant,
-                                       source_info=source_info, x_val=x_val, y_val=y_val,
-                                       keras_probs=keras_probs, max_iou_drop=float(max_iou_drop),
-                                       threads=int(threads)))
+        for (width, height), sized_model in sized.items():
+            workdir = Path(work) / sizes_mod.size_tag(width, height)
+            workdir.mkdir()
+            records += _export_at_size(sized_model, meta, specs, width, height, source, frames, gate, workdir)
     if write_manifest:
         merge_manifest(root / MANIFEST_NAME, [r.to_dict() for r in records], run_dir)
+    return records
+
+
+def _frames_at_size(meta: ModelMeta, native: ModelMeta, specs, frames: dict, qat: bool):
+    """(calibration inputs or None, validation inputs, labels or None) at `meta`'s input size."""
+    from lunarseg.train.pipeline import normalise
+
+    resized = (meta.width, meta.height) != (native.width, native.height)
+    calib_x = None
+    if any(s.needs_calibration for s in specs):
+        if not qat or frames["calib"] is not None or frames["data_dir"] is not None:
+            calib_x = normalise(frames_mod.calibration_frames(
+                meta, calib=frames["calib"], data_dir=frames["data_dir"], count=frames["calib_frames"],
+                expected_hw=(native.height, native.width) if resized else None))
+    val = frames["val"]
+    if val is not None and resized:
+        val = frames_mod.resized_frames(val, meta.width, meta.height)
+    x_u8, y_val, _ = frames_mod.validation_frames(meta, val=val, data_dir=frames["data_dir"],
+                                                  max_frames=frames["val_frames"])
+    return calib_x, normalise(x_u8), y_val
+
+
+def _export_at_size(sized, native: ModelMeta, specs, width: int, height: int, source: dict, frames: dict,
+                    gate: dict, workdir: Path) -> list[ArtifactRecord]:
+    """Every format of the model re-instantiated at width×height (`sized`), checked against it there."""
+    qat = _is_qat(native)
+    meta = sizes_mod.meta_at_size(native, width, height)
+    calib_x, x_val, y_val = _frames_at_size(meta, native, specs, frames, qat)
+    keras_probs = _keras_predict(sized, x_val)
+    ctx = BuildContext(model=sized, meta=meta, calib=calib_x, io=gate["io"], qat=qat, workdir=workdir)
+    records = []
+    for spec in specs:
+        out_path = source["art_dir"] / f"{sizes_mod.artifact_stem(spec.name, width, height, native)}{spec.suffix}"
+        rec = _export_one(spec, ctx, out_path=out_path, run_dir=source["run_dir"], variant=source["variant"],
+                          source_info=source["info"], x_val=x_val, y_val=y_val, keras_probs=keras_probs,
+                          max_iou_drop=gate["max_iou_drop"], threads=gate["threads"])
+        rec.input_size = sizes_mod.size_tag(width, height)
+        records.append(rec)
     return records
 
 

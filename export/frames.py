@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from lunarseg.runtime.errors import DatasetError, ImageError, LunarsegError
 from lunarseg.runtime.metadata import ModelMeta
 
 __all__ = ["ExportWarning", "MIN_CALIB_FRAMES", "DEFAULT_CALIB_FRAMES", "calibration_frames",
-           "validation_frames", "synthetic_frames"]
+           "validation_frames", "synthetic_frames", "LabelledFrames", "resized_frames"]
 
 MIN_CALIB_FRAMES = 8
 DEFAULT_CALIB_FRAMES = 100
@@ -33,8 +34,9 @@ def _split_kwargs(meta: ModelMeta) -> dict:
     return dict(width=meta.width, height=meta.height, task=meta.task, colour_mode=meta.colour_mode)
 
 
-def _as_frames(calib, meta: ModelMeta) -> tuple[list[np.ndarray], int, set]:
-    """Decode every item to the model's colour mode; (frames, unreadable count, foreign sizes)."""
+def _as_frames(calib, meta: ModelMeta, expected_hw=None) -> tuple[list[np.ndarray], int, set]:
+    """Decode every item to the model's colour mode at its size; (frames, unreadable count, foreign
+    sizes). Frames of `expected_hw` (the model's own size, when exporting at another) resize silently."""
     if isinstance(calib, np.ndarray) and calib.ndim in (3, 4) and calib.dtype != object:
         items = list(calib)  # N×H×W or N×H×W×C
     else:
@@ -51,21 +53,24 @@ def _as_frames(calib, meta: ModelMeta) -> tuple[list[np.ndarray], int, set]:
             bad += 1
             continue
         if arr.shape[:2] != (meta.height, meta.width):
-            sizes.add(f"{arr.shape[1]}x{arr.shape[0]}")
+            if expected_hw is None or tuple(arr.shape[:2]) != tuple(expected_hw):
+                sizes.add(f"{arr.shape[1]}x{arr.shape[0]}")
             arr = imageio.resize(arr, (meta.height, meta.width))
         frames.append(arr if arr.ndim == 3 else arr[:, :, None])
     return frames, bad, sizes
 
 
 def calibration_frames(meta: ModelMeta, *, calib=None, data_dir=None, count: int = DEFAULT_CALIB_FRAMES,
-                       minimum: int = MIN_CALIB_FRAMES) -> np.ndarray:
-    """uint8 N×H×W×C calibration frames at the model's size (N ≤ count)."""
+                       minimum: int = MIN_CALIB_FRAMES, expected_hw=None) -> np.ndarray:
+    """uint8 N×H×W×C calibration frames at `meta`'s input size (N ≤ count): a dataset's train split
+    is loaded at that size; given frames are resized to it (with a warning unless they are at
+    `expected_hw`, the model's own size, when exporting at another size)."""
     if count < minimum:
         raise DatasetError(f"--calib-frames {count} is too few: full-integer quantization needs at least "
                            f"{minimum} calibration frames ({DEFAULT_CALIB_FRAMES} recommended)")
     bad, where = 0, "the calibration frames"
     if calib is not None:
-        frames, bad, sizes = _as_frames(calib, meta)
+        frames, bad, sizes = _as_frames(calib, meta, expected_hw)
         if sizes:
             warnings.warn(f"resized calibration frames of size {', '.join(sorted(sizes))} to the model input "
                           f"{meta.width}x{meta.height}", ExportWarning, stacklevel=3)
@@ -101,6 +106,26 @@ def synthetic_frames(meta: ModelMeta, n: int = 16, seed: int = 0) -> np.ndarray:
             cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(2, max(3, min(h, w) // 5))
             x[i, (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r, 0] += 110
     return np.repeat(np.clip(x, 0, 255).astype(np.uint8), c, axis=3)
+
+
+@dataclass
+class LabelledFrames:
+    """uint8 frames N×H×W×C and their class labels N×H×W (what `val=` takes)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def resized_frames(val, width: int, height: int) -> LabelledFrames:
+    """Labelled frames at width×height: frames antialiased, labels nearest (parity at another size)."""
+    x, y = np.asarray(val.x), np.asarray(val.y)
+    if x.ndim == 3:
+        x = x[..., None]
+    hw = (int(height), int(width))
+    xs = [imageio.resize(f[..., 0] if f.shape[-1] == 1 else f, hw) for f in x]
+    xs = np.stack([f[..., None] if f.ndim == 2 else f for f in xs]) if xs else x[:, :hw[0], :hw[1]]
+    ys = np.stack([preprocess.mask_to_frame_size(t, hw) for t in y]) if len(y) else y
+    return LabelledFrames(np.ascontiguousarray(xs, np.uint8), np.ascontiguousarray(ys, np.uint8))
 
 
 def validation_frames(meta: ModelMeta, *, val=None, data_dir=None, max_frames: int = 64):

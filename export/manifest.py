@@ -1,6 +1,9 @@
 """`manifest.json`: one per run, listing every exported artifact of every variant.
 
-Entries are keyed by (variant, format); a new export replaces its own entries and keeps the rest.
+Entries are keyed by (variant, format, path) — the path carries the input size when an artifact
+is exported at a size other than the model's own (`onnx-int8-192x128.onnx`), so each (format,
+size) is its own row; a new export replaces its own entries and keeps the rest. Each entry records
+its `input_size` ("WxH"; entries written before sizes existed have none: the model's own size).
 Written atomically.
 """
 from __future__ import annotations
@@ -35,14 +38,24 @@ def _order(entry: dict) -> tuple:
     fmt = entry.get("format", "")
     rank = FORMAT_NAMES.index(fmt) if fmt in FORMAT_NAMES else len(FORMAT_NAMES)
     variant = entry.get("variant", "base")
-    return (variant != "base", variant, rank, fmt)
+    return (variant != "base", variant, rank, fmt, _pixels(entry.get("input_size", "")), entry.get("path", ""))
+
+
+def _pixels(size: str) -> int:
+    """W*H of a 'WxH' string (0 for none), so sizes list smallest first."""
+    w, _, h = str(size).partition("x")
+    return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
+
+
+def _key(entry: dict) -> tuple:
+    return (entry.get("variant", "base"), entry.get("format"), entry.get("path"))
 
 
 def merge_manifest(path: str | Path, entries: list[dict], run_dir: str | Path) -> dict:
-    """Replace the (variant, format) entries of `entries` in the manifest at `path`; write it."""
+    """Replace the (variant, format, path) entries of `entries` in the manifest at `path`; write it."""
     data = read_manifest(path)
-    new = {(e["variant"], e["format"]) for e in entries}
-    kept = [e for e in data["artifacts"] if (e.get("variant", "base"), e.get("format")) not in new]
+    new = {_key(e) for e in entries}
+    kept = [e for e in data["artifacts"] if _key(e) not in new]
     data.update({
         "schema_version": SCHEMA_VERSION,
         "run": str(run_dir),
