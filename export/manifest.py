@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 from pathlib import Path
 
+from lunarseg.export.sizes import size_pixels
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ModelFileError
 
@@ -38,13 +39,7 @@ def _order(entry: dict) -> tuple:
     fmt = entry.get("format", "")
     rank = FORMAT_NAMES.index(fmt) if fmt in FORMAT_NAMES else len(FORMAT_NAMES)
     variant = entry.get("variant", "base")
-    return (variant != "base", variant, rank, fmt, _pixels(entry.get("input_size", "")), entry.get("path", ""))
-
-
-def _pixels(size: str) -> int:
-    """W*H of a 'WxH' string (0 for none), so sizes list smallest first."""
-    w, _, h = str(size).partition("x")
-    return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
+    return (variant != "base", variant, rank, fmt, size_pixels(entry.get("input_size", "")), entry.get("path", ""))
 
 
 def _key(entry: dict) -> tuple:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.metadata import ModelMeta
 
-__all__ = ["MAX_SIDE", "parse_sizes", "model_depth", "size_tag", "meta_at_size", "artifact_stem", "model_at_size"]
+__all__ = ["MAX_SIDE", "parse_sizes", "model_depth", "size_pixels", "size_tag", "meta_at_size", "artifact_stem", "model_at_size"]
 
 # Larger sides would mean gigabytes of float activations in the parity check (64 frames) and
 # nothing an edge camera pipeline feeds a segmenter; 2048 covers 1920x1080 rounded up to 1920x1088.
@@ -23,6 +23,12 @@ FLAG = "--sizes"
 def size_tag(width: int, height: int) -> str:
     """'WxH', the form of sizes in file names, manifests and bench rows."""
     return f"{int(width)}x{int(height)}"
+
+
+def size_pixels(tag: str) -> int:
+    """W*H of a 'WxH' tag (0 for '' or anything else), to list sizes smallest first."""
+    w, _, h = str(tag).partition("x")
+    return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
 
 
 def model_depth(meta: ModelMeta) -> int | None:
