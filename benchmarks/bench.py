@@ -1,5 +1,7 @@
-"""`lunarseg bench`: one row per exported artifact plus the Keras float baseline — accuracy, size,
-latency, cold start, memory, MACs — each measured in its own process; a gate on the limits."""
+"""`lunarseg bench`: one row per exported artifact (of run directories, model folders or single
+.onnx/.tflite files) plus the Keras float baseline when TensorFlow is installed — accuracy, size,
+latency, cold start, memory, MACs — each measured in its own process; a gate on the limits.
+TensorFlow is imported only by the child that measures a Keras model."""
 from __future__ import annotations
 
 import gzip
@@ -14,19 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.runtime import atomic
-from lunarseg.runtime.errors import ConfigError, ModelFileError
+from lunarseg.runtime.errors import ConfigError
 from lunarseg.benchmarks.boards import board_estimates, estimates_markdown
+from lunarseg.benchmarks.inputs import BASELINE, NO_TENSORFLOW_NOTE, collect, tensorflow_installed
 from lunarseg.benchmarks.limits import Limits
-
-BASELINE = "keras-fp32"
+from lunarseg.benchmarks.measure import IOU_RULE
+from lunarseg.benchmarks.reference import relate_to_reference
 PROFILES = {
     # 1 thread pinned to one core, batch 1, frame size from the metadata, cold start included
     "rover": {"threads": [1], "pin_cpu": True},
     "default": {"threads": [1], "pin_cpu": False},
 }
-COLUMNS = ("variant", "format", "engine", "status", "threads", "bytes", "gzip_bytes", "iou", "dice", "iou_drop",
-           "drop_vs_control", "p50_ms",
-           "p95_ms", "p99_ms", "fps", "cold_start_ms", "peak_rss_mb", "gmacs", "gmac_per_s", "speedup")
+COLUMNS = ("variant", "format", "input_size", "engine", "status", "threads", "bytes", "gzip_bytes", "iou", "dice",
+           "iou_drop", "reference", "drop_vs_control", "p50_ms", "p95_ms", "p99_ms", "fps", "cold_start_ms",
+           "peak_rss_mb", "gmacs", "gmac_per_s", "speedup")
 
 
 def cpu_info() -> dict:
@@ -43,27 +46,6 @@ def cpu_info() -> dict:
         pass
     keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon", "asimd", "sve", "dotprod", "i8mm"))]
     return {"model": model, "machine": platform.machine(), "cores": os.cpu_count(), "flags": sorted(set(keep))}
-
-
-def artifacts(run: Path) -> list[dict]:
-    """The baseline Keras model, then every artifact in RUN/export/manifest.json."""
-    from lunarseg.runtime.metadata import read_keras_meta
-
-    model = run / "model.keras"
-    if not model.exists():
-        raise ModelFileError(f"{run}: no model.keras; not a lunarseg run directory")
-    meta = read_keras_meta(model)
-    rows = [{"variant": "base", "format": BASELINE, "path": str(model), "status": "ok", "deployable": False,
-             "macs": meta.extra.get("macs")}]
-    manifest = run / "export" / "manifest.json"
-    if manifest.exists():
-        for entry in json.loads(manifest.read_text()).get("artifacts", []):
-            path = run / entry["path"] if not Path(entry["path"]).is_absolute() else Path(entry["path"])
-            rows.append({"variant": entry.get("variant", "base"), "format": entry["format"], "path": str(path),
-                         "status": entry.get("status", "ok"), "error": entry.get("error"), "deployable": True,
-                         "macs": meta.extra.get("macs"), "quantization": entry.get("quantization"),
-                         "sparsity": entry.get("sparsity")})
-    return rows
 
 
 def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, runs: int, min_seconds: float = 1.0,
@@ -112,7 +94,8 @@ def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, r
 
 def gate_failures(rows: list[dict]) -> list[str]:
     """Why the gate cannot pass whatever the limits say: it fails closed on a failed or timed-out
-    measurement, a missing file, a failed baseline, and on no deployable row at all."""
+    measurement, a missing file, a failed baseline, a deployable row with no IoU reference, and on no
+    deployable row at all."""
     failures = []
     for r in rows:
         if r["status"] == "ok":
@@ -122,10 +105,13 @@ def gate_failures(rows: list[dict]) -> list[str]:
         failures.append(f"{what} {r['variant']}/{r['format']} on {r.get('engine')}: {r['status']}: "
                         f"{r.get('error') or 'no detail'}{tail}")
     first = rows[0]["threads"] if rows else None
+    for r in rows:
+        if r.get("deployable") and r["status"] == "ok" and r["threads"] == first and r.get("iou_drop") is None:
+            failures.append(f"artifact {r['variant']}/{r['format']} on {r.get('engine')}: no IoU reference (no Keras "
+                            f"baseline, no fp32 artifact of {r['variant']}, no validation IoU in its metadata): its "
+                            "IoU drop cannot be checked")
     if not any(r["status"] == "ok" and r["format"] != BASELINE and r["threads"] == first for r in rows):
         failures.append("no deployable artifact was measured (nothing exported, or --formats/--engines left none)")
-    if not any(r["format"] == BASELINE for r in rows):
-        failures.append("no keras-fp32 baseline row: no IoU drop can be checked")
     return failures
 
 
@@ -153,30 +139,39 @@ def file_sizes(path: Path) -> dict:
     return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}
 
 
-def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int] | None = None, frames: int = 50,
-          runs: int = 30, min_seconds: float = 1.0, profile: str = "default", limits: Limits | None = None,
-          formats: list[str] | None = None, engines: list[str] | None = None, progress: bool = True,
-          rounds: int = 1, timeout_s: float = 900) -> dict:
-    """Measure every artifact of a run with every installed engine that reads it (or only `engines`),
-    `rounds` times round-robin; returns the results dict (also written to RUN/bench/)."""
-    from lunarseg.runtime.backends import BACKENDS, engines_for
+def _paths(paths) -> list[Path]:
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not items:
+        raise ConfigError("bench needs at least one run directory, model folder or .onnx/.tflite file")
+    return [Path(p) for p in items]
+
+
+def _data_dir(data, runs: list[Path]) -> Path:
+    """--data, else the dataset recorded at training by the first run directory that has one."""
     from lunarseg.runtime.metadata import read_keras_meta
 
-    run = Path(run)
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
-    prof = PROFILES[profile]
-    if rounds < 1:
-        raise ConfigError(f"rounds must be at least 1, got {rounds}")
-    threads = threads or prof["threads"]
-    limits = limits or Limits()
-    rows_in = artifacts(run)
-    meta = read_keras_meta(run / "model.keras")
-    data = Path(data or meta.extra.get("data_dir") or "")
-    if not data or not (data / "images").exists():
-        raise ConfigError(f"labelled data not found ({data or 'none recorded'}); pass --data DIR")
+    recorded = next((read_keras_meta(r / "model.keras").extra.get("data_dir") for r in runs
+                     if (r / "model.keras").exists()), None)
+    path = Path(data or recorded or "")
+    if not (data or recorded) or not (path / "images").exists():
+        raise ConfigError(f"labelled data not found ({data or recorded or 'none recorded'}); pass --data DIR")
+    return path
+
+
+def _out_dir(out, runs: list[Path]) -> Path:
+    if out:
+        return Path(out)
+    if runs:
+        return runs[0] / "bench"
+    raise ConfigError("pass --out DIR: no run directory among the inputs to write bench/ into")
+
+
+def _filter(rows_in: list[dict], formats, engines) -> list[dict]:
+    """Rows kept by --formats, expanded to one per engine (every installed engine, or --engines)."""
+    from lunarseg.runtime.backends import BACKENDS, engines_for
+
     if formats:
-        from lunarseg.export.formats import FORMATS
+        from lunarseg.export.formats import FORMATS  # the format table: TF-free
 
         unknown = [f for f in formats if f not in FORMATS]
         if unknown:
@@ -192,16 +187,65 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
             expanded.append({**art, "engine": "tensorflow"})
             continue
         names = [e for e in engines_for(art["path"]) if not engines or e in engines]
-        expanded += [{**art, "engine": e} for e in names or engines_for(art["path"])[:1]]
-    rows_in = expanded
+        expanded += [{**art, "engine": e} for e in names or engines_for(art["path"])[:1] or [None]]
+    return expanded
+
+
+def bench(paths, *, data: str | Path | None = None, out: str | Path | None = None, threads: list[int] | None = None,
+          frames: int = 50, runs: int = 30, min_seconds: float = 1.0, profile: str = "default",
+          limits: Limits | None = None, formats: list[str] | None = None, engines: list[str] | None = None,
+          progress: bool = True, rounds: int = 1, timeout_s: float = 900) -> dict:
+    """Measure every artifact of `paths` (run directories, model folders, .onnx/.tflite files) with every
+    installed engine that reads it (or only `engines`), `rounds` times round-robin; the Keras baseline
+    of a run only when TensorFlow is installed. Returns the results dict, also written to `out`
+    (default RUN/bench of the first run directory)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
+    prof = PROFILES[profile]
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    threads = threads or prof["threads"]
+    limits = limits or Limits()
+    with_keras = tensorflow_installed()
+    rows_in, run_dirs = collect(_paths(paths), with_keras)
+    data = _data_dir(data, run_dirs)
+    out = _out_dir(out, run_dirs)
+    notes = [NO_TENSORFLOW_NOTE] if not with_keras and any((r / "model.keras").exists() for r in run_dirs) else []
+    rows_in = _filter(rows_in, formats, engines)
     pin = (sorted(os.sched_getaffinity(0))[-1]) if prof["pin_cpu"] else -1
     jobs = [(t, art) for t in threads for art in rows_in]
+    measured = _measure_jobs(jobs, data, pin, frames=frames, runs=runs, min_seconds=min_seconds, rounds=rounds,
+                             timeout_s=timeout_s, progress=progress)
+    rows = [_row(t, art, measured[i]) for i, (t, art) in enumerate(jobs)]
+    relate_to_reference(rows)
+    violations = gate_failures(rows) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
+                                        and r["threads"] == threads[0] for v in limits.violations(r)]
+    first_run = run_dirs[0] if run_dirs else None
+    results = {"run": str(first_run) if first_run else None, "inputs": [str(p) for p in _paths(paths)],
+               "data": str(data), "profile": profile, "threads": threads, "frames": frames, "rounds": rounds,
+               "cpu": cpu_info(), "pinned_cpu": pin if pin >= 0 else None, "batch": 1,
+               "input_shape": _input_shape(first_run), "iou_rule": IOU_RULE, "notes": notes,
+               "limits": limits.__dict__, "violations": violations,
+               "rows": rows, "board_estimates": board_estimates(rows),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_outputs(results, out)
+    return results
+
+
+def _input_shape(run: Path | None):
+    from lunarseg.runtime.metadata import read_keras_meta
+
+    return read_keras_meta(run / "model.keras").input_shape if run and (run / "model.keras").exists() else None
+
+
+def _measure_jobs(jobs, data: Path, pin: int, *, frames, runs, min_seconds, rounds, timeout_s, progress) -> dict:
+    """Each job's measurements, one per round, round-robin over the jobs."""
     measured: dict[int, list[dict]] = {i: [] for i in range(len(jobs))}
     for rnd in range(1, rounds + 1):
         # Round-robin over the artifacts: a slow spell of a shared machine hits every row of a round
         # alike, and each row's median over the rounds leaves it out of the speed-ups.
         for i, (t, art) in enumerate(jobs):
-            if art["status"] != "ok" or not Path(art["path"]).exists():
+            if art["status"] != "ok" or not Path(art["path"]).exists() or art.get("engine") is None:
                 continue
             if measured[i] and measured[i][0].get("status", "ok") != "ok":
                 continue  # failed in an earlier round: no point measuring again
@@ -212,65 +256,46 @@ def bench(run: str | Path, *, data: str | Path | None = None, threads: list[int]
             # IoU and Dice are deterministic: later rounds score one frame and only time the engine.
             measured[i].append(run_child(Path(art["path"]), data, t, pin, frames if rnd == 1 else 1, runs, min_seconds,
                                          timeout=timeout_s, backend="auto" if art["format"] == BASELINE else art["engine"]))
-    rows = []
-    for i, (t, art) in enumerate(jobs):
-        row = {k: art.get(k) for k in ("variant", "format", "engine", "status", "error", "deployable", "quantization",
-                                        "sparsity")}
-        row.update({"threads": t, "path": art["path"]})
-        if measured[i]:
-            row.update(file_sizes(Path(art["path"])))
-            m = combine_rounds(measured[i])
-            m.pop("engine", None)
-            row.update(m)
-            row["status"] = m.get("status", "ok")
-            macs = m.get("macs") or art.get("macs")  # the artifact's own (a slimmed variant has fewer)
-            if row["status"] == "ok" and macs:
-                row["gmacs"] = round(macs / 1e9, 3)
-                row["gmac_per_s"] = round(macs / 1e9 / (row["p50_ms"] / 1e3), 2)
-            if row["status"] == "ok":
-                row["fps"] = round(1000.0 / row["p50_ms"], 1)
-        elif art["status"] == "ok":
-            row.update(status="error", error=f"{art['path']}: file missing")
-        rows.append(row)
-    _relate_to_baseline(rows)
-    violations = gate_failures(rows) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
-                                        and r["threads"] == threads[0] for v in limits.violations(r)]
-    results = {"run": str(run), "data": str(data), "profile": profile, "threads": threads, "frames": frames,
-               "rounds": rounds,
-               "cpu": cpu_info(), "pinned_cpu": pin if pin >= 0 else None, "batch": 1,
-               "input_shape": meta.input_shape, "limits": limits.__dict__, "violations": violations,
-               "rows": rows, "board_estimates": board_estimates(rows),
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = run / "bench"
+    return measured
+
+
+def _row(threads: int, art: dict, measurements: list[dict]) -> dict:
+    """One table row from an artifact and its rounds of measurement."""
+    row = {k: art.get(k) for k in ("variant", "format", "engine", "status", "error", "deployable", "quantization",
+                                    "sparsity", "run", "input_size")}
+    row.update({"threads": threads, "path": art["path"]})
+    if measurements:
+        row.update(file_sizes(Path(art["path"])))
+        m = combine_rounds(measurements)
+        m.pop("engine", None)
+        row.update(m)
+        row["status"] = m.get("status", "ok")
+        macs = m.get("macs") or art.get("macs")  # the artifact's own (a slimmed variant has fewer)
+        if row["status"] == "ok" and macs:
+            row["gmacs"] = round(macs / 1e9, 3)
+            row["gmac_per_s"] = round(macs / 1e9 / (row["p50_ms"] / 1e3), 2)
+        if row["status"] == "ok":
+            row["fps"] = round(1000.0 / row["p50_ms"], 1)
+    elif art["status"] == "ok" and art.get("engine") is None:
+        row.update(status="error", error=f"{art['path']}: no installed engine reads {Path(art['path']).suffix} files")
+    elif art["status"] == "ok":
+        row.update(status="error", error=f"{art['path']}: file missing")
+    return row
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    """results.json, results.md and the Pareto plot (skipped, and said so, without matplotlib)."""
+    from lunarseg.benchmarks.plots import plot_pareto
+
+    out.mkdir(parents=True, exist_ok=True)
+    results["out"] = str(out)
+    plot = out / "pareto.png"
+    skipped = plot_pareto(results, plot)
+    results["plot"] = None if skipped else str(plot)
+    if skipped:
+        results["notes"].append(skipped)
     atomic.write_json(out / "results.json", results)
     atomic.write_text(out / "results.md", to_markdown(results))
-    plot_pareto(results, out / "pareto.png")
-    return results
-
-
-def _relate_to_baseline(rows: list[dict]) -> None:
-    for t in {r["threads"] for r in rows}:
-        base = next((r for r in rows if r["format"] == BASELINE and r["threads"] == t and r["status"] == "ok"), None)
-        for r in rows:
-            if r["threads"] != t or r["status"] != "ok" or base is None:
-                continue
-            r["iou_drop"] = round(base["iou"] - r["iou"], 5)
-            r["speedup"] = round(base["p50_ms"] / r["p50_ms"], 2)
-            r["size_ratio"] = round(r["gzip_bytes"] / base["gzip_bytes"], 4)
-    _relate_to_control(rows)
-
-
-def _relate_to_control(rows: list[dict]) -> None:
-    """A variant's IoU drop against the dense control (train/compress.py CONTROL) in the same format
-    on the same engine: what compression costs once extra fine-tuning is accounted for."""
-    from lunarseg.runtime.metadata import CONTROL_VARIANT as CONTROL
-
-    key = lambda r: (r["format"], r.get("engine"), r["threads"])  # noqa: E731
-    controls = {key(r): r for r in rows if r["variant"] == CONTROL and r["status"] == "ok"}
-    for r in rows:
-        c = controls.get(key(r))
-        if c is not None and r["status"] == "ok" and r["variant"] not in ("base", CONTROL):
-            r["drop_vs_control"] = round(c["iou"] - r["iou"], 5)
 
 
 def _fmt(value, col: str) -> str:
@@ -289,11 +314,16 @@ def to_markdown(results: dict) -> str:
     cpu = results["cpu"]
     rounds = results.get("rounds", 1)
     timings = f"; timings are medians of {rounds} round-robin rounds." if rounds > 1 else "."
-    lines = [f"# lunarseg bench: {results['run']}", "",
+    source = results.get("run") or ", ".join(results.get("inputs", []))
+    shape = f", model input {results['input_shape']}" if results.get("input_shape") else ""
+    lines = [f"# lunarseg bench: {source}", "",
              f"CPU: {cpu['model']} ({cpu['machine']}, {cpu['cores']} cores; flags: {' '.join(cpu['flags'])}); "
-             f"profile {results['profile']}, batch 1, input {results['input_shape']}, pinned CPU {results['pinned_cpu']}; "
-             f"IoU on {results['frames']} labelled test frames at model resolution{timings}", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             f"profile {results['profile']}, batch 1{shape}, pinned CPU {results['pinned_cpu']}; "
+             f"{results['frames']} labelled test frames{timings}", "",
+             f"IoU: {results.get('iou_rule', IOU_RULE)}. IoU drop: against the row's reference (the Keras baseline; "
+             "else the fp32 artifact of the same variant; else the validation IoU in the file's metadata).", ""]
+    lines += [f"Note: {n}" for n in results.get("notes", [])] + ([""] if results.get("notes") else [])
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results["rows"]:
         lines.append("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |")
         if r["status"] != "ok" and r.get("error"):
@@ -302,30 +332,3 @@ def to_markdown(results: dict) -> str:
     if results["violations"]:
         lines += ["", "## Limit violations", ""] + [f"- {v}" for v in results["violations"]]
     return "\n".join(lines) + "\n"
-
-
-def plot_pareto(results: dict, path: Path) -> None:
-    """IoU vs p50 latency, point area ∝ gzip size, one colour per format."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in results["rows"] if r["status"] == "ok" and r["threads"] == results["threads"][0]]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    biggest = max((r["gzip_bytes"] for r in rows), default=1)
-    for r in rows:
-        ax.scatter(r["p50_ms"], r["iou"], s=30 + 600 * r["gzip_bytes"] / biggest, alpha=0.6)
-        ax.annotate(f"{r['variant']}/{r['format']}@{r.get('engine', '')}", (r["p50_ms"], r["iou"]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency, ms ({results['threads'][0]} thread(s), log scale)")
-    ax.set_ylabel("rock IoU (test)")
-    ax.set_title("lunarseg: accuracy vs speed (point area = gzip size)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())

@@ -6,13 +6,17 @@ import argparse
 
 def register(sub) -> None:
     """Add this layer's subcommands to the top-level parser."""
-    b = sub.add_parser("bench", help="accuracy/speed/size table of every exported artifact, with a limit gate",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("run", help="run directory (model.keras + export/manifest.json)")
-    b.add_argument("--data", help="labelled dataset root (default: the one recorded at training)")
+    b = sub.add_parser("bench", help="accuracy/speed/size table of every exported artifact, with a limit gate "
+                       "(TensorFlow only for a run's Keras baseline)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("paths", nargs="+", metavar="PATH", help="run directories (model.keras + export/manifest.json), "
+                   "folders of models (RUN/deploy, a bundle) or .onnx/.tflite files")
+    b.add_argument("--data", help="labelled dataset root (default: the one recorded at training by the run)")
+    b.add_argument("--out", help="where results.json/.md and pareto.png go (default: RUN/bench of the first run "
+                   "directory; required without one)")
     b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2")
     b.add_argument("--frames", type=int, default=50, help="labelled test frames for IoU/Dice")
     b.add_argument("--runs", type=int, default=30, help="timed engine calls per artifact (at least 1 s)")
+    b.add_argument("--min-seconds", type=float, default=1.0, help="time each artifact's engine for at least this long")
     b.add_argument("--timeout-s", type=float, default=900, help="kill a measurement still running after this many "
                    "seconds (the row fails, and so does the gate)")
     b.add_argument("--rounds", type=int, default=1, help="measure every artifact this many times, round-robin, and "
@@ -54,14 +58,17 @@ def _bench(args) -> int:
     limits = Limits.load(args.limits, max_iou_drop=args.max_iou_drop, max_latency_ms=args.max_latency_ms)
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
-    results = bench(args.run, data=args.data, threads=_threads(args.threads), frames=args.frames, runs=args.runs,
-                    profile=args.profile, limits=limits, formats=formats, engines=engines, rounds=args.rounds,
-                    timeout_s=args.timeout_s)
+    results = bench(args.paths, data=args.data, out=args.out, threads=_threads(args.threads), frames=args.frames,
+                    runs=args.runs, min_seconds=args.min_seconds, profile=args.profile, limits=limits,
+                    formats=formats, engines=engines, rounds=args.rounds, timeout_s=args.timeout_s)
     print(to_markdown(results))
-    out = f"{args.run}/bench"
-    print(f"results: {out}/results.json, {out}/results.md, {out}/pareto.png")
+    out = results["out"]
+    plot = f", {results['plot']}" if results.get("plot") else ""
+    print(f"results: {out}/results.json, {out}/results.md{plot}")
     import sys
 
+    for note in results["notes"]:
+        print(note, file=sys.stderr)
     for line in results["violations"]:
         print(line, file=sys.stderr)
     return 1 if results["violations"] else 0

@@ -17,6 +17,11 @@ from pathlib import Path
 import numpy as np
 
 KERAS_SUFFIXES = (".keras", ".h5")
+TRAINING_MODULES = ("tensorflow", "tf_keras", "keras")
+# One rule for every artifact, whatever its input size: the runtime's own frame-size mask (the model
+# output resized back, nearest) against the label at the label's resolution, pixels pooled over frames.
+IOU_RULE = ("rock IoU/Dice of the runtime's mask resized back to the label's own resolution (nearest, "
+            "runtime.preprocess.mask_to_frame_size) against the label, pixel counts pooled over all frames")
 
 
 def peak_rss_mb() -> float:
@@ -71,10 +76,16 @@ def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: in
     return np.array(times)
 
 
+def training_modules_loaded() -> list[str]:
+    """TensorFlow/Keras packages in this process (none for an .onnx/.tflite measurement)."""
+    return sorted({n.split(".")[0] for n in sys.modules if n.split(".")[0] in TRAINING_MODULES})
+
+
 def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_seconds: float, threads: int,
             backend: str = "auto") -> dict:
+    """First mask, IoU/Dice by IOU_RULE on up to `frames` labelled frames, engine latency and RSS of one model."""
     from lunarseg.data.loader import DatasetIndex, load_pair
-    from lunarseg.runtime import imageio, preprocess
+    from lunarseg.runtime import preprocess
     from lunarseg.runtime.metrics import MetricAccumulator
 
     meta, predict, engine, engine_threads = open_model(model, threads, backend)
@@ -90,7 +101,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     for i, pair in enumerate(pairs):
         frame, classes = (first, truth) if i == 0 else load_pair(pair, meta.task)
         pred = preprocess.probs_to_classes(predict(preprocess.prepare(frame, meta)[None])[0], meta)
-        acc.update(imageio.resize(classes, (meta.height, meta.width), nearest=True), pred)
+        acc.update(classes, preprocess.mask_to_frame_size(pred, classes.shape[:2]))
     times = latency_ms(predict, x, runs, min_seconds)
     scores = acc.result()
     return {
@@ -99,7 +110,9 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
         "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
         "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),
         "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
-        "tensorflow_loaded": "tensorflow" in sys.modules, "macs": meta.extra.get("macs"),
+        "tensorflow_loaded": "tensorflow" in sys.modules, "training_modules": training_modules_loaded(),
+        "macs": meta.extra.get("macs"), "input_size": f"{meta.width}x{meta.height}",
+        "val_iou": meta.val_metrics.get("iou"),
     }
 
 

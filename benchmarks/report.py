@@ -60,17 +60,24 @@ def variant_lines(run: Path, base_val: float) -> list[str]:
 
 
 def bench_lines(results: dict) -> list[str]:
+    """The bench table: per artifact its input size, speed, size, IoU and the reference its drop is against."""
     base = next((r for r in results["rows"] if r["format"] == "keras-fp32" and r["status"] == "ok"), None)
-    lines = ["", f"Bench ({results['profile']} profile, {results['frames']} test frames, input {results['input_shape']}"
+    shape = f", model input {results['input_shape']}" if results.get("input_shape") else ""
+    lines = ["", f"Bench ({results['profile']} profile, {results['frames']} test frames{shape}"
              + (f"; Keras fp32 {base['p50_ms']:.1f} ms" if base else "") + "):", "",
-             "| variant | format | engine | p50 ms | × Keras | gzip bytes | test IoU | drop | drop vs control |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| variant | format | input | engine | p50 ms | speed-up | gzip bytes | test IoU | drop | against | "
+             "drop vs control |", "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    dash = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for r in results["rows"]:
         if r["status"] != "ok" or r["format"] == "keras-fp32":
             continue
-        vs = "—" if r.get("drop_vs_control") is None else f"{r['drop_vs_control']:+.4f}"
-        lines.append(f"| {r['variant']} | {r['format']} | {r['engine']} | {r['p50_ms']:.2f} | {r.get('speedup') or 0:.1f}× | "
-                     f"{r['gzip_bytes']:,} | {r['iou']:.4f} | {r.get('iou_drop', 0):+.4f} | {vs} |")
+        speedup = "—" if r.get("speedup") is None else f"{r['speedup']:.1f}×"
+        lines.append(f"| {r['variant']} | {r['format']} | {r.get('input_size') or '—'} | {r['engine']} | "
+                     f"{r['p50_ms']:.2f} | {speedup} | {r['gzip_bytes']:,} | {r['iou']:.4f} | "
+                     f"{dash(r.get('iou_drop'), '+.4f')} | {r.get('reference') or ('keras-fp32' if base else '—')} | "
+                     f"{dash(r.get('drop_vs_control'), '+.4f')} |")
+    if results.get("iou_rule"):
+        lines += ["", f"IoU: {results['iou_rule']}."]
     if results.get("violations"):
         lines += ["", "Gate: " + "; ".join(results["violations"])]
     return lines

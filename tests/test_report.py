@@ -38,3 +38,21 @@ def test_report_flags_a_parent_the_dense_control_still_improves(tmp_path):
 def test_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"report: error: {tmp_path}: no meta.json; not a run directory"
+
+
+def test_bench_table_names_each_rows_input_size_and_the_reference_of_its_drop(tmp_path):
+    run = fake_run(tmp_path, control_val=0.605)
+    rows = [{"variant": "base", "format": "keras-fp32", "engine": "tensorflow", "status": "ok", "p50_ms": 30.0},
+            {"variant": "base", "format": "onnx-int8", "engine": "onnxruntime", "status": "ok", "p50_ms": 10.0,
+             "speedup": 3.0, "gzip_bytes": 460000, "iou": 0.66, "iou_drop": 0.005, "reference": "keras-fp32",
+             "input_size": "384x256"},
+            {"variant": "slim40", "format": "tflite-int8", "engine": "litert", "status": "ok", "p50_ms": 5.0,
+             "gzip_bytes": 100000, "iou": 0.6, "iou_drop": 0.02, "reference": "val IoU in the file's metadata",
+             "input_size": "192x128"}]
+    _write(run / "bench/results.json", {"profile": "rover", "frames": 20, "input_shape": [1, 256, 384, 1], "rows": rows,
+                                        "iou_rule": "the rule", "violations": []})
+    text = report(run)
+    assert "| base | onnx-int8 | 384x256 | onnxruntime | 10.00 | 3.0× | 460,000 | 0.6600 | +0.0050 | keras-fp32 | — |" in text
+    assert ("| slim40 | tflite-int8 | 192x128 | litert | 5.00 | — | 100,000 | 0.6000 | +0.0200 | "
+            "val IoU in the file's metadata | — |") in text
+    assert "IoU: the rule." in text

@@ -1,0 +1,59 @@
+"""What each bench row's IoU drop, speed-up and size ratio are measured against, and the row says which:
+the Keras baseline of its run when it was measured; else the fp32 artifact of the same variant (same
+input size, file type and engine preferred); else the validation IoU recorded in the file's metadata."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lunarseg.benchmarks.inputs import BASELINE, is_fp32
+from lunarseg.runtime.metadata import CONTROL_VARIANT
+
+VAL_IOU_REFERENCE = "val IoU in the file's metadata"
+
+
+def _peers(row: dict, rows: list[dict]) -> list[dict]:
+    """Measured rows of the same source (run directory or loose files) and thread count."""
+    return [r for r in rows if r["status"] == "ok" and r["threads"] == row["threads"] and r.get("run") == row.get("run")]
+
+
+def reference_for(row: dict, rows: list[dict]) -> tuple[str, float, dict | None] | None:
+    """(label, IoU, reference row or None for a metadata figure) of one measured row, or None."""
+    peers = _peers(row, rows)
+    base = next((r for r in peers if r["format"] == BASELINE), None)
+    if base is not None:
+        return BASELINE, base["iou"], base
+    fp32 = [r for r in peers if is_fp32(r) and r["variant"] == row["variant"]]
+    fp32.sort(key=lambda r: (r.get("input_size") != row.get("input_size"),
+                             Path(r["path"]).suffix != Path(row["path"]).suffix, r.get("engine") != row.get("engine")))
+    if fp32:
+        ref = fp32[0]
+        size = f" {ref['input_size']}" if ref.get("input_size") else ""
+        return f"{ref['variant']}/{ref['format']}{size} on {ref.get('engine')}", ref["iou"], ref
+    if row.get("val_iou") is not None:
+        return VAL_IOU_REFERENCE, float(row["val_iou"]), None
+    return None
+
+
+def relate_to_reference(rows: list[dict]) -> None:
+    """Set reference, reference_iou, iou_drop (and speedup, size_ratio against a measured reference) on each ok row."""
+    for r in rows:
+        found = reference_for(r, rows) if r["status"] == "ok" else None
+        if found is None:
+            continue
+        label, ref_iou, ref = found
+        r.update(reference=label, reference_iou=round(ref_iou, 5), iou_drop=round(ref_iou - r["iou"], 5))
+        if ref is not None:
+            r["speedup"] = round(ref["p50_ms"] / r["p50_ms"], 2)
+            r["size_ratio"] = round(r["gzip_bytes"] / ref["gzip_bytes"], 4)
+    relate_to_control(rows)
+
+
+def relate_to_control(rows: list[dict]) -> None:
+    """A variant's IoU drop against the dense control (train/compress.py CONTROL) in the same format,
+    input size and engine: what compression costs once extra fine-tuning is accounted for."""
+    key = lambda r: (r.get("run"), r["format"], r.get("input_size"), r.get("engine"), r["threads"])  # noqa: E731
+    controls = {key(r): r for r in rows if r["variant"] == CONTROL_VARIANT and r["status"] == "ok"}
+    for r in rows:
+        c = controls.get(key(r))
+        if c is not None and r["status"] == "ok" and r["variant"] not in ("base", CONTROL_VARIANT):
+            r["drop_vs_control"] = round(c["iou"] - r["iou"], 5)
