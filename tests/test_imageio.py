@@ -98,3 +98,45 @@ def test_model_pixels_are_gray_first_and_within_a_gray_level_of_plain_bilinear()
     rgb = to_model_pixels(frame, (128, 192), "rgb")
     assert rgb.shape == (128, 192, 3)
     assert np.array_equal(to_model_pixels(frame[:, :, 0], (480, 720), "gray"), frame[:, :, 0])  # same size: as is
+
+
+def _pillow_antialiased(arr, h, w):
+    """The previous definition: Pillow's box reduce (REDUCING_GAP rule), then Pillow's bilinear."""
+    from PIL import Image
+
+    from lunarseg.runtime.imageio import REDUCING_GAP
+
+    img = Image.fromarray(arr)
+    fx, fy = int(img.width / w / REDUCING_GAP) or 1, int(img.height / h / REDUCING_GAP) or 1
+    if fx > 1 or fy > 1:
+        img = img.reduce((fx, fy))
+    return np.asarray(img.resize((w, h), Image.BILINEAR)).astype(int)
+
+
+@pytest.mark.parametrize("src", [(480, 720), (37, 53), (5, 5), (1, 7), (100, 1000)])
+@pytest.mark.parametrize("dst", [(256, 384), (128, 192), (3, 4), (1, 1), (11, 997)])
+def test_antialiased_resize_is_within_one_gray_level_of_pillows_reduce_then_bilinear(src, dst):
+    from lunarseg.runtime.imageio import resize
+
+    rng = np.random.default_rng(src[0] * 7 + dst[1])
+    for shape in (src, (*src, 3)):
+        arr = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = resize(arr, dst)
+        assert got.shape == (*dst, *shape[2:]) and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - _pillow_antialiased(arr, *dst)).max() <= 1
+
+
+def test_resize_of_a_camera_frame_to_the_model_reads_strided_windows_not_gathers():
+    from lunarseg.runtime.imageio import axis_plan
+
+    cols, rows = axis_plan(720, 384), axis_plan(480, 256)
+    assert (cols.block, cols.stride) == (8, 15) and (rows.block, rows.stride) == (8, 15)
+    assert axis_plan(721, 384).stride is None  # no short period: gathered windows, same weights
+
+
+def test_resize_weights_of_each_output_sum_to_one_and_stay_in_their_window():
+    from lunarseg.runtime.imageio import axis_weights
+
+    for n_in, n_out in [(720, 384), (720, 192), (53, 97), (1, 4)]:
+        w = axis_weights(n_in, n_out)
+        assert w.shape == (n_out, n_in) and np.allclose(w.sum(axis=1), 1.0) and (w >= 0).all()
