@@ -27,12 +27,14 @@ TILE_OVERLAP = 0.25
 
 @dataclass
 class SegmentResult:
-    """`classes`: uint8 H×W class indices at the frame's own size; `stats`; `timings_ms`."""
+    """`classes`: uint8 H×W class indices at the frame's own size (None when not asked for);
+    `stats` (None when not asked for); `timings_ms`; `model_classes`: the mask at the model's size."""
 
-    classes: np.ndarray
-    stats: dict
+    classes: np.ndarray | None
+    stats: dict | None
     timings_ms: dict = field(default_factory=dict)
     frame: np.ndarray | None = None  # the decoded uint8 frame (for overlays)
+    model_classes: np.ndarray | None = None  # untiled: uint8 class indices at the model's input size
 
 
 def tile_positions(length: int, tile: int, overlap: float = TILE_OVERLAP) -> list[int]:
@@ -130,32 +132,37 @@ class Segmenter:
             acc /= count
         return acc[:h, :w], (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
-    def segment(self, frame_or_path, tile: bool = False, *,
-                max_pixels: int = imageio.DEFAULT_MAX_PIXELS, keep_frame: bool = False) -> SegmentResult:
-        """Class mask at the frame's own size, rock statistics and timings for one frame."""
+    def segment(self, frame_or_path, tile: bool = False, *, max_pixels: int = imageio.DEFAULT_MAX_PIXELS,
+                keep_frame: bool = False, frame_mask: bool = True, with_stats: bool = True) -> SegmentResult:
+        """Class mask at the frame's own size, rock statistics and timings for one frame.
+
+        A planner that reads only the statistics and the model-size mask (`model_classes`) passes
+        frame_mask=False and skips the upscale to the frame's size; with_stats=False skips the
+        statistics. Tiled results are at the frame's size already.
+        """
         t0 = time.perf_counter()
         frame = self.load(frame_or_path, max_pixels=max_pixels)
         h, w = frame.shape[:2]
         t1 = time.perf_counter()
+        small = None
         if tile:
             probs, pre_ms, infer_ms = self._probs_tiled(frame)
             t3 = time.perf_counter()
             classes = preprocess.probs_to_classes(probs, self.meta)
-            st = stats.rock_stats(classes, self._rock, self.meta.class_names)
+            st = stats.rock_stats(classes, self._rock, self.meta.class_names) if with_stats else None
         else:
-            x = preprocess.prepare(frame, self.meta, out=self._in_buf[0])
+            preprocess.prepare(frame, self.meta, out=self._in_buf[0])
             t2 = time.perf_counter()
             probs = self.predict(self._in_buf)
             t3 = time.perf_counter()
             pre_ms, infer_ms = (t2 - t1) * 1e3, (t3 - t2) * 1e3
-            del x
             small = preprocess.probs_to_classes(probs[0], self.meta)
-            classes = preprocess.mask_to_frame_size(small, (h, w))
-            st = stats.rock_stats(small, self._rock, self.meta.class_names, frame_hw=(h, w))
+            classes = preprocess.mask_to_frame_size(small, (h, w)) if frame_mask else None
+            st = stats.rock_stats(small, self._rock, self.meta.class_names, frame_hw=(h, w)) if with_stats else None
         t4 = time.perf_counter()
         timings = {"decode": (t1 - t0) * 1e3, "preprocess": pre_ms, "infer": infer_ms,
                    "postprocess": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3}
-        return SegmentResult(classes, st, timings, frame if keep_frame else None)
+        return SegmentResult(classes, st, timings, frame if keep_frame else None, small)
 
     def segment_batch(self, frames, tile: bool = False, *,
                       max_pixels: int = imageio.DEFAULT_MAX_PIXELS) -> list[SegmentResult]:
@@ -184,5 +191,5 @@ class Segmenter:
             timings = {"decode": (t1 - t0) * 1e3 / n, "preprocess": (t2 - t1) * 1e3 / n,
                        "infer": (t3 - t2) * 1e3 / n, "postprocess": post}
             timings["total"] = sum(timings.values())
-            results.append(SegmentResult(classes, st, timings))
+            results.append(SegmentResult(classes, st, timings, None, small))
         return results

@@ -248,3 +248,16 @@ def test_engines_for_lists_the_default_engine_first():
     assert engines_for("m.onnx", installed_only=False) == ["onnxruntime", "openvino"]
     assert engines_for("m.tflite", installed_only=False) == ["litert"]
     assert engines_for("m.pb", installed_only=False) == []
+
+
+def test_planner_options_skip_the_frame_mask_or_the_stats_and_keep_the_model_size_mask(segs):
+    seg = segs["bin.onnx"]
+    frame = _frame(70, 90, 3, seed=11)
+    full = seg.segment(frame)
+    lean = seg.segment(frame, frame_mask=False)
+    assert lean.classes is None and lean.stats == full.stats
+    assert np.array_equal(lean.model_classes, full.model_classes)
+    assert lean.model_classes.shape == (seg.meta.height, seg.meta.width)
+    assert np.array_equal(preprocess.mask_to_frame_size(lean.model_classes, (70, 90)), full.classes)
+    bare = seg.segment(frame, with_stats=False)
+    assert bare.stats is None and np.array_equal(bare.classes, full.classes)
