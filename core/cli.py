@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "lunarseg.export.cli",
     "lunarseg.runtime.cli",
     "lunarseg.benchmarks.cli",
-    "lunarseg.pipeline",
+    "lunarseg.demo",
     "lunarseg.bundle",
 )
 # Subcommands that load TensorFlow in this process (the others never do).

@@ -107,9 +107,9 @@ class StageClock:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def step(self, number: int, key: str, title: str) -> None:
+    def step(self, number: int, total: int, key: str, title: str) -> None:
         self.stop()
-        print(f"\n== {number}/8 {title} (t+{self.elapsed():.0f} s)", flush=True)
+        print(f"\n== {number}/{total} {title} (t+{self.elapsed():.0f} s)", flush=True)
         self._current = (key, time.perf_counter())
 
     def stop(self) -> None:
@@ -119,123 +119,195 @@ class StageClock:
             self._current = None
 
 
-def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
+@dataclass
+class DemoRun:
+    """What the stages share: the inputs, and each stage's outputs for the ones after it."""
+    out: Path
+    cfg: DemoConfig
+    workers: int
+    clock: StageClock
+    tcfg: object = None  # the TrainConfig
+    variants: list = field(default_factory=list)
+    paths: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    choice: dict | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.out / "run"
+
+
+def _synth(d: DemoRun) -> None:
+    from lunarseg.data.preview import write_preview
     from lunarseg.data.synth import write_dataset
 
-    clock = StageClock()
-    out.mkdir(parents=True, exist_ok=True)
-    data, run = out / "data", out / "run"
+    if not (d.data / "bounding_boxes.csv").exists():
+        write_dataset(d.data, d.cfg.frames, size=d.cfg.frame_size, seed=d.cfg.seed, workers=d.workers)
+    d.paths.update(data=d.data, preview=write_preview(d.data, d.out / "preview.png", count=12))
 
-    clock.step(1, "synth", "synthetic scenes")
-    if not (data / "bounding_boxes.csv").exists():
-        write_dataset(data, cfg.frames, size=cfg.frame_size, seed=cfg.seed, workers=workers)
-    from lunarseg.data.preview import write_preview
 
-    preview = write_preview(data, out / "preview.png", count=12)
-
-    clock.step(2, "train", "train")
+def _train(d: DemoRun) -> None:
+    """Train the base model (epochs from the budget plan), or resume an interrupted one with its plan."""
     from lunarseg.train.config import TrainConfig
     from lunarseg.train.fit import train
 
-    tcfg = TrainConfig(width=cfg.model_size[0], height=cfg.model_size[1], depth=cfg.depth, filters=cfg.filters,
-                       arch=cfg.arch, crop_width=cfg.crop[0], crop_height=cfg.crop[1], learning_rate=cfg.learning_rate,
-                       loss=cfg.loss, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                       patience=max(4, cfg.epochs // 3))
-    variants = demo_variants(cfg)
-    if not (run / "meta.json").exists():
-        resume = (run / "checkpoints/state.json").exists()
-        if resume:  # keep the epochs an interrupted run was planned with (its cosine schedule depends on them)
-            tcfg = replace(tcfg, epochs=TrainConfig.from_dict(_read_json(run / "checkpoints/state.json")["config"]).epochs)
-        elif cfg.budget_min:
-            plan = _plan(cfg, tcfg, data, variants, clock)
-            print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
-            tcfg = replace(tcfg, epochs=plan.train_epochs)
-        summary = train(tcfg, data, run, resume=resume, verbose=2)
-        print(f"val IoU {summary['val']['iou']:.4f}, {summary['train_images_per_s']} images/s")
+    cfg, run = d.cfg, d.run
+    if (run / "meta.json").exists():
+        return
+    resume = (run / "checkpoints/state.json").exists()
+    if resume:  # keep the epochs an interrupted run was planned with (its cosine schedule depends on them)
+        d.tcfg = replace(d.tcfg, epochs=TrainConfig.from_dict(_read_json(run / "checkpoints/state.json")["config"]).epochs)
+    elif cfg.budget_min:
+        plan = _plan(cfg, d.tcfg, d.data, d.variants, d.clock)
+        print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
+        d.tcfg = replace(d.tcfg, epochs=plan.train_epochs)
+    summary = train(d.tcfg, d.data, run, resume=resume, verbose=2)
+    print(f"val IoU {summary['val']['iou']:.4f}, {summary['train_images_per_s']} images/s")
 
-    clock.step(3, "evaluate", "evaluate on the held-out test split")
+
+def _evaluate(d: DemoRun) -> None:
     from lunarseg.runtime.objects import describe_objects
     from lunarseg.train.evaluate import describe_recall_by_size, evaluate
 
-    report = evaluate(run, data, split="test", out_dir=run)
+    d.report = report = evaluate(d.run, d.data, split="test", out_dir=d.run)
     print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} (mIoU with background {report['miou']:.4f}) "
           f"on {report['frames']} frames")
     print(describe_recall_by_size(report["recall_by_rock_size"]))
     print(describe_objects(report["objects"]))
+    d.paths.update(run=d.run, curves=d.run / "curves.png", eval_grid=report.get("grid"))
 
-    clock.step(4, "compress", "compress (" + ", ".join(v.variant for v in variants) + ")")
+
+def _compress(d: DemoRun) -> None:
+    """Fine-tune each variant not made yet; with a budget, its epochs from the plan (the control as long as the longest)."""
     from lunarseg.train.checkpoint import variant_dirs
     from lunarseg.train.compress import compress, format_report, report_rows
 
-    done = {d.name for d in variant_dirs(run)}
+    cfg = d.cfg
+    done = {v.name for v in variant_dirs(d.run)}
     epochs = {}
     if cfg.budget_min:
-        plan = _plan(cfg, tcfg, data, [v for v in variants if v.variant not in done], clock,
-                     trained=True, measured_epoch_s=_median_epoch_s(run))
+        plan = _plan(cfg, d.tcfg, d.data, [v for v in d.variants if v.variant not in done], d.clock,
+                     trained=True, measured_epoch_s=_median_epoch_s(d.run))
         epochs = control_matches_longest(plan.variant_epochs)
         print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
-    for v in variants:
+    for v in d.variants:
         e, c = epochs.get(v.variant, (cfg.compress_epochs or v.epochs, cfg.cluster_epochs))
         v = replace(v, epochs=e, qat_epochs=cfg.qat_epochs, cluster_epochs=c or cfg.cluster_epochs, batch_size=cfg.batch_size)
         if v.variant not in done:
-            compress(run, v, data_dir=data, verbose=2)
-    print(format_report(report_rows(run)))
+            compress(d.run, v, data_dir=d.data, verbose=2)
+    print(format_report(report_rows(d.run)))
 
-    clock.step(5, "export", "export TFLite + ONNX (parity-checked through the runtime)")
+
+def _export(d: DemoRun) -> None:
+    """The base model in every profile format; the variants in their deployable (int8) formats."""
     from lunarseg.export.exporter import export_model
+    from lunarseg.train.checkpoint import variant_dirs
 
-    records = export_model(run, cfg.formats, data_dir=data, calib_frames=cfg.calib_frames, max_iou_drop=cfg.max_iou_drop)
-    for vdir in variant_dirs(run):
-        records += export_model(vdir, cfg.variant_formats, data_dir=data, calib_frames=cfg.calib_frames,
-                                max_iou_drop=cfg.max_iou_drop)
+    cfg = d.cfg
+    kw = dict(data_dir=d.data, calib_frames=cfg.calib_frames, max_iou_drop=cfg.max_iou_drop)
+    records = export_model(d.run, cfg.formats, **kw)
+    for vdir in variant_dirs(d.run):
+        records += export_model(vdir, cfg.variant_formats, **kw)
     failed = [r for r in records if getattr(r, "status", "ok") != "ok"]
     print(f"{len(records)} artifacts, {len(failed)} failed")
 
-    clock.step(6, "bench", "benchmark (rover profile: 1 thread pinned to one core)")
-    from lunarseg.benchmarks.bench import bench, to_markdown
+
+def _bench(d: DemoRun) -> None:
+    from lunarseg.benchmarks.bench import bench
     from lunarseg.benchmarks.limits import Limits
 
-    results = bench(run, data=data, frames=cfg.bench_frames, profile="rover",
-                    limits=Limits(max_iou_drop=cfg.max_iou_drop))
+    d.results = bench(d.run, data=d.data, frames=d.cfg.bench_frames, profile="rover",
+                      limits=Limits(max_iou_drop=d.cfg.max_iou_drop))
+    d.paths.update(bench=d.run / "bench" / "results.md", pareto=d.run / "bench" / "pareto.png")
 
-    clock.step(7, "select", "select the fastest artifact within the IoU budget that a board can run")
+
+def _select(d: DemoRun) -> None:
     from lunarseg.benchmarks.select import BOARD_ENGINES, select
     from lunarseg.runtime.errors import GateError
 
     try:
-        choice = select(run, max_iou_drop=cfg.max_iou_drop, objective="latency", engines=BOARD_ENGINES)
-        print(f"selected {choice['artifact']}: {choice['reason']}")
+        d.choice = select(d.run, max_iou_drop=d.cfg.max_iou_drop, objective="latency", engines=BOARD_ENGINES)
+        print(f"selected {d.choice['artifact']}: {d.choice['reason']}")
+        d.paths["deployed"] = d.choice["artifact"]
     except GateError as exc:
-        choice = None
         print(f"nothing deployable: {exc}")
 
-    clock.step(8, "segment", "segment sample test frames with the deployed model")
-    segments = out / "segments"
-    if choice:
-        from lunarseg.cli import main as cli_main
-        from lunarseg.data.loader import DatasetIndex
 
-        frames = [str(p.image_path) for p in DatasetIndex.scan(data).split("test")[: cfg.sample_frames]]
-        cli_main(["segment", choice["artifact"], *frames, "--out", str(segments), "--overlay",
-                  "--backend", choice.get("engine", "auto")])
+def _segment(d: DemoRun) -> None:
+    """Segment a few test frames with the deployed artifact, on the engine it was chosen for."""
+    segments = d.out / "segments"
+    d.paths["segments"] = segments
+    if not d.choice:
+        return
+    from lunarseg.cli import main as cli_main
+    from lunarseg.data.loader import DatasetIndex
 
-    print("\n" + to_markdown(results))
-    if results["violations"]:
+    frames = [str(p.image_path) for p in DatasetIndex.scan(d.data).split("test")[: d.cfg.sample_frames]]
+    cli_main(["segment", d.choice["artifact"], *frames, "--out", str(segments), "--overlay",
+              "--backend", d.choice.get("engine", "auto")])
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str  # its name in timings.json
+    title: str  # "{variants}" is replaced by the variants' names
+    run: object  # DemoRun -> None
+
+
+STAGES = (
+    Stage("synth", "synthetic scenes", _synth),
+    Stage("train", "train", _train),
+    Stage("evaluate", "evaluate on the held-out test split", _evaluate),
+    Stage("compress", "compress ({variants})", _compress),
+    Stage("export", "export TFLite + ONNX (parity-checked through the runtime)", _export),
+    Stage("bench", "benchmark (rover profile: 1 thread pinned to one core)", _bench),
+    Stage("select", "select the fastest artifact within the IoU budget that a board can run", _select),
+    Stage("segment", "segment sample test frames with the deployed model", _segment),
+)
+
+
+def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
+    """Run every stage in order, then print the bench table, the limit violations and the outputs."""
+    from lunarseg.train.config import TrainConfig
+
+    out.mkdir(parents=True, exist_ok=True)
+    d = DemoRun(out, cfg, workers, StageClock(), variants=demo_variants(cfg))
+    d.tcfg = TrainConfig(width=cfg.model_size[0], height=cfg.model_size[1], depth=cfg.depth, filters=cfg.filters,
+                         arch=cfg.arch, crop_width=cfg.crop[0], crop_height=cfg.crop[1], learning_rate=cfg.learning_rate,
+                         loss=cfg.loss, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                         patience=max(4, cfg.epochs // 3))
+    names = ", ".join(v.variant for v in d.variants)
+    for number, stage in enumerate(STAGES, 1):
+        d.clock.step(number, len(STAGES), stage.key, stage.title.format(variants=names))
+        stage.run(d)
+    d.clock.stop()
+    _summarise(d)
+    return {"paths": {k: str(v) for k, v in d.paths.items()}, "results": d.results, "choice": d.choice}
+
+
+def _summarise(d: DemoRun) -> None:
+    """The bench table, the violations, timings.json and the output paths."""
+    from lunarseg.benchmarks.bench import to_markdown
+
+    clock, cfg = d.clock, d.cfg
+    print("\n" + to_markdown(d.results))
+    if d.results.get("violations"):
         print("limit violations (the demo reports them; `lunarseg bench` exits 1 on them):")
-        for v in results["violations"]:
+        for v in d.results["violations"]:
             print("  " + v)
-    paths = {"data": data, "preview": preview, "run": run, "curves": run / "curves.png",
-             "eval_grid": report.get("grid"), "bench": run / "bench" / "results.md", "pareto": run / "bench" / "pareto.png",
-             "deployed": choice["artifact"] if choice else None, "segments": segments}
-    clock.stop()
-    atomic.write_json(out / "timings.json", {"total_s": round(clock.elapsed(), 1), "stages_s": clock.seconds,
-                                             "budget_min": cfg.budget_min})
+    atomic.write_json(d.out / "timings.json", {"total_s": round(clock.elapsed(), 1), "stages_s": clock.seconds,
+                                               "budget_min": cfg.budget_min})
     print(f"\ndemo finished in {clock.elapsed():.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in clock.seconds.items())
           + (f"; budget {cfg.budget_min * 60:.0f} s" if cfg.budget_min else "") + "); outputs:")
-    for k, v in paths.items():
-        if v:
-            print(f"  {k:10s} {v}")
-    return {"paths": {k: str(v) for k, v in paths.items()}, "results": results, "choice": choice}
+    order = ("data", "preview", "run", "curves", "eval_grid", "bench", "pareto", "deployed", "segments")
+    for k in order:
+        if d.paths.get(k):
+            print(f"  {k:10s} {d.paths[k]}")
 
 
 def control_matches_longest(epochs: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:

@@ -4,7 +4,7 @@ import pytest
 
 from lunarseg.budget import MIN_TRAIN_EPOCHS, StageCosts, VariantWork, plan_demo
 from lunarseg.cli import main
-from lunarseg.pipeline import BUDGET, demo_variants
+from lunarseg.demo import BUDGET, demo_variants
 from lunarseg.runtime.errors import ConfigError
 
 VARIANTS = [VariantWork("pruned50", 4), VariantWork("slim50", 16, cost=0.5), VariantWork("pruned50-c8", 4, cluster_epochs=2)]
@@ -109,7 +109,7 @@ def test_training_on_quarter_frame_crops_buys_more_training_epochs_but_not_cheap
 
 
 def test_the_dense_control_fine_tunes_as_long_as_the_longest_variant_clustering_included():
-    from lunarseg.pipeline import control_matches_longest
+    from lunarseg.demo import control_matches_longest
 
     planned = {"slim40": (9, 0), "pruned50-c8": (3, 1), "dense-ft": (5, 0)}
     assert control_matches_longest(planned)["dense-ft"] == (9, 0)
@@ -118,7 +118,7 @@ def test_the_dense_control_fine_tunes_as_long_as_the_longest_variant_clustering_
 
 
 def test_the_control_is_budgeted_as_the_longest_variant_so_no_time_is_planned_for_epochs_it_will_not_run():
-    from lunarseg.pipeline import _as_long_as_the_longest
+    from lunarseg.demo import _as_long_as_the_longest
 
     work = [VariantWork("pruned50-c8", 4, cluster_epochs=2, min_epochs=3), VariantWork("dense-ft", 16, min_epochs=4)]
     control = _as_long_as_the_longest(work[1], work)
