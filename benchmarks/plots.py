@@ -42,26 +42,30 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return front
 
 
-def budget_lines(results: dict, rows: list[dict]) -> list[tuple[str, float]]:
-    """(label, IoU) per distinct reference of the deployable rows: reference IoU − the max IoU drop limit."""
+def budget_lines(results: dict, rows: list[dict]) -> list[tuple[str, float, list[str]]]:
+    """(label, IoU, variants) per distinct budget of the deployable rows: reference IoU − the max IoU
+    drop limit; references of equal IoU (one fp32 file on two engines, or one Keras baseline) share a line."""
     from lunarseg.benchmarks.reference import VAL_IOU_REFERENCE
 
     limit = (results.get("limits") or {}).get("max_iou_drop")
     if limit is None:
         return []
-    lines: dict[str, float] = {}
+    groups: dict[float, dict] = {}
     for r in rows:
         if not r.get("deployable") or r.get("iou_drop") is None:
             continue
         ref_iou = r.get("reference_iou", r["iou"] + r["iou_drop"])  # results written before rows named it
-        ref = r.get("reference") or "reference"
-        ref = f"{r['variant']}'s val IoU" if ref == VAL_IOU_REFERENCE else ref
-        lines.setdefault(f"IoU budget: {ref} {ref_iou:.3f} − {limit:g}", ref_iou - limit)
-    return list(lines.items())
+        ref = (r.get("reference") or "reference").split(" on ")[0]
+        g = groups.setdefault(round(ref_iou, 4), {"iou": ref_iou, "refs": [], "variants": []})
+        for key, value in (("refs", "val IoU" if ref == VAL_IOU_REFERENCE else ref), ("variants", r["variant"])):
+            if value not in g[key]:
+                g[key].append(value)
+    return [(f"IoU budget of {', '.join(g['variants'])}: {' / '.join(g['refs'])} {g['iou']:.3f} − {limit:g}",
+             g["iou"] - limit, g["variants"]) for g in groups.values()]
 
 
-def row_label(r: dict) -> str:
-    size = f" {r['input_size']}" if r.get("input_size") else ""
+def row_label(r: dict, with_size: bool = True) -> str:
+    size = f" {r['input_size']}" if with_size and r.get("input_size") else ""
     return f"{r['variant']}/{r['format']}{size} @ {r.get('engine')}"
 
 
@@ -115,11 +119,12 @@ def plot_pareto(results: dict, path: Path) -> str | None:
     from matplotlib.ticker import ScalarFormatter
 
     rows = plotted_rows(results)
-    fig, ax = plt.subplots(figsize=(11.5, 6), dpi=DPI)
+    fig, ax = plt.subplots(figsize=(12.5, 6), dpi=DPI)
     fig.subplots_adjust(left=0.07, right=0.6, top=0.92, bottom=0.1)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     colour = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
     biggest = max((r.get("bytes") or 0 for r in rows), default=1)
+    sizes = {r.get("input_size") for r in rows}
     handles = []
     for i, r in enumerate(rows, 1):
         area = marker_area(r.get("bytes") or 0, biggest)
@@ -127,13 +132,14 @@ def plot_pareto(results: dict, path: Path) -> str | None:
                    color=colour[r["variant"]], alpha=0.75, edgecolors="black", linewidths=0.6, zorder=3)
         handles.append(Line2D([], [], linestyle="", marker=ENGINE_MARKERS.get(r.get("engine"), OTHER_MARKER),
                               color=colour[r["variant"]], markeredgecolor="black", markersize=7,
-                              label=f"{i:>2}  {row_label(r)}: {r['p50_ms']:.1f} ms, IoU {r['iou']:.3f}, "
+                              label=f"{i:>2}  {row_label(r, len(sizes) > 1)}: {r['p50_ms']:.1f} ms, IoU {r['iou']:.3f}, "
                                     f"{(r.get('bytes') or 0) / 1e6:.2f} MB"))
     _draw_front(ax, pareto_front(rows), handles)
-    for label, iou in budget_lines(results, rows):
-        ax.axhline(iou, color="tab:red", linestyle="--", linewidth=1.2, zorder=1)
-        handles.append(Line2D([], [], color="tab:red", linestyle="--", label=label))
-    _set_axes(ax, rows, results, ScalarFormatter)
+    for label, iou, of in budget_lines(results, rows):
+        line_colour = colour[of[0]] if len(of) == 1 else "tab:red"
+        ax.axhline(iou, color=line_colour, linestyle="--", linewidth=1.3, zorder=1)
+        handles.append(Line2D([], [], color=line_colour, linestyle="--", label=label))
+    _set_axes(ax, rows, results, ScalarFormatter, sizes)
     if rows:
         radii = [math.sqrt(marker_area(r.get("bytes") or 0, biggest)) / 2 for r in rows]
         pts = [(r["p50_ms"], r["iou"]) for r in rows]
@@ -165,19 +171,20 @@ def _draw_front(ax, front: list[dict], handles: list) -> None:
     handles.append(Line2D([], [], color="0.25", linewidth=1.3, label="Pareto front of the deployable artifacts"))
 
 
-def _set_axes(ax, rows: list[dict], results: dict, formatter) -> None:
+def _set_axes(ax, rows: list[dict], results: dict, formatter, sizes: set) -> None:
     xs = [r["p50_ms"] for r in rows] or [1.0]
     ys = [r["iou"] for r in rows] or [0.0]
     if max(xs) / min(xs) >= 4:
         ax.set_xscale("log")
         ax.set_xlim(min(xs) / 1.25, max(xs) * 1.25)
         ax.xaxis.set_major_formatter(formatter())
-        ax.xaxis.set_minor_formatter(formatter())
+        if max(xs) / min(xs) < 10:  # within a decade the minor ticks need numbers; wider, they crowd
+            ax.xaxis.set_minor_formatter(formatter())
         ax.tick_params(axis="x", which="both", labelsize=8)
     else:
         span = max(xs) - min(xs) or max(xs) * 0.2
         ax.set_xlim(min(xs) - 0.15 * span, max(xs) + 0.15 * span)
-    budget = [iou for _, iou in budget_lines(results, rows)]
+    budget = [iou for _, iou, _ in budget_lines(results, rows)]
     lo, hi = min(ys + budget), max(ys + budget)
     pad = max(hi - lo, 0.01) * 0.15
     ax.set_ylim(lo - pad, hi + pad)
@@ -186,5 +193,6 @@ def _set_axes(ax, rows: list[dict], results: dict, formatter) -> None:
     ax.set_xlabel(f"p50 latency, ms ({threads} thread{'s' if threads > 1 else ''}, batch 1{scale})")
     ax.set_ylabel(f"rock IoU ({results['frames']} labelled test frames, at the label's resolution)")
     cpu = results.get("cpu", {}).get("model", "")
-    ax.set_title(f"lunarseg bench: IoU vs latency — {results['profile']} profile, {cpu}", fontsize=10, loc="left")
+    size = f", input {next(iter(sizes))}" if len(sizes) == 1 and None not in sizes else ""
+    ax.set_title(f"lunarseg bench: IoU vs latency — {results['profile']} profile{size}, {cpu}", fontsize=10, loc="left")
     ax.grid(True, which="both", alpha=0.25)

@@ -23,16 +23,25 @@ def test_pareto_front_keeps_only_deployable_rows_nothing_faster_beats_fastest_fi
     assert [r["variant"] for r in plots.pareto_front(rows)] == ["a", "c", "d"]
 
 
-def test_budget_line_is_each_reference_iou_minus_the_max_drop_and_names_the_reference():
-    rows = [_row("base", "onnx-int8", "onnxruntime", 5, 0.60, reference="keras-fp32", reference_iou=0.62,
-                 iou_drop=0.02),
+def test_budget_line_is_each_reference_iou_minus_the_max_drop_and_names_reference_and_variants():
+    rows = [_row("base", "onnx-int8", "onnxruntime", 5, 0.60, reference="base/onnx-fp32 on onnxruntime",
+                 reference_iou=0.62, iou_drop=0.02),
+            _row("base", "onnx-int8", "openvino", 3, 0.60, reference="base/onnx-fp32 on openvino",
+                 reference_iou=0.62, iou_drop=0.02),  # the same fp32 file on another engine: the same line
             _row("slim", "onnx-int8", "onnxruntime", 4, 0.55, reference=VAL_IOU_REFERENCE, reference_iou=0.58,
                  iou_drop=0.03)]
     lines = plots.budget_lines(_results(rows, 0.02), rows)
-    assert [label for label, _ in lines] == ["IoU budget: keras-fp32 0.620 − 0.02",
-                                             "IoU budget: slim's val IoU 0.580 − 0.02"]
-    assert [v for _, v in lines] == pytest.approx([0.60, 0.56])
+    assert [(label, of) for label, _, of in lines] == [("IoU budget of base: base/onnx-fp32 0.620 − 0.02", ["base"]),
+                                                       ("IoU budget of slim: val IoU 0.580 − 0.02", ["slim"])]
+    assert [v for _, v, _ in lines] == pytest.approx([0.60, 0.56])
     assert plots.budget_lines(_results(rows, None), rows) == []
+
+
+def test_one_keras_baseline_gives_one_budget_line_for_every_variant():
+    rows = [_row(v, "onnx-int8", "onnxruntime", 5, 0.6, reference="keras-fp32", reference_iou=0.65, iou_drop=0.05)
+            for v in ("base", "slim")]
+    assert plots.budget_lines(_results(rows, 0.02), rows) == [
+        ("IoU budget of base, slim: keras-fp32 0.650 − 0.02", pytest.approx(0.63), ["base", "slim"])]
 
 
 def test_labels_of_clustered_points_do_not_overlap_each_other():
