@@ -1,10 +1,13 @@
 """Runtime benchmark of one exported model, at 1 thread by default (TensorFlow-free, like the runtime).
 
     python -m lunarseg.benchmarks.runtime_bench MODEL [--frames N] [--soak N] --out DIR
+    python -m lunarseg.benchmarks.runtime_bench MODEL... --overhead-only [--all-engines] [--gray] --out DIR
 
 (a) overhead: everything `Segmenter.segment` adds to the bare engine call (colour conversion,
     resize, normalisation, quantize/dequantize, threshold, resize back, rock statistics) as a % of
-    that engine call, on in-memory 720×480 RGB frames (decoding excluded). Target ≤ 15 %.
+    that engine call, on in-memory 720×480 RGB frames (decoding excluded); reported as pre, post and
+    engine ms and (pre+post)/engine, also for a planner's call (stats + model-size mask). Target ≤ 15 %.
+    Several MODELs (or --overhead-only) give one table row per artifact, flagged when over 15 %.
 (b) cold start: a new process runs `lunarseg segment MODEL frame.png` until the first mask is
     written; wall time from spawn (target ≤ 0.5 s) and that process's peak RSS, VmHWM (≤ 120 MB).
 (c) soak: N frames through one Segmenter; RSS growth after warm-up (≤ 5 MB) and failed frames (0).
@@ -42,8 +45,8 @@ def _proc_status(key: str) -> float:
     return float("nan")
 
 
-def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0) -> list[np.ndarray]:
-    """Lunar-ish RGB frames: smooth gray terrain, bright blobs for rocks, a little noise."""
+def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0, gray: bool = False) -> list[np.ndarray]:
+    """Lunar-ish RGB (or gray) frames: smooth gray terrain, bright blobs for rocks, a little noise."""
     rng = np.random.default_rng(seed)
     h, w = hw
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -53,7 +56,7 @@ def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0) -> list[np.ndarray]:
         for cy, cx, r in zip(rng.uniform(0, h, 25), rng.uniform(0, w, 25), rng.uniform(4, 40, 25)):
             img += 80 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
         g = np.clip(img, 0, 255).astype(np.uint8)
-        frames.append(np.stack([g, g, (g * 0.95).astype(np.uint8)], axis=2))
+        frames.append(g if gray else np.stack([g, g, (g * 0.95).astype(np.uint8)], axis=2))
     return frames
 
 
@@ -88,29 +91,71 @@ def _ms(f) -> float:
 
 
 def measure_overhead(seg: Segmenter, frames: list[np.ndarray], n: int) -> dict:
+    """Median engine, pre and post ms over n interleaved frames; post both with the frame-size mask
+    (the default `segment`) and as a planner calls it (stats + model-size mask, frame_mask=False)."""
     x = preprocess.prepare(frames[0], seg.meta)[None]
     bare = bare_engine_call(seg, x)
     for f in frames[:3]:  # warm-up
         bare()
         seg.segment(f)
-    engine, total, pre, post = [], [], [], []
+        seg.segment(f, frame_mask=False)
+    engine, total, pre, post, post_planner = [], [], [], [], []
     for i in range(n):  # interleave so drift hits both alike
         engine.append(_ms(bare))
         r = seg.segment(frames[i % len(frames)])
         total.append(r.timings_ms["total"])
         pre.append(r.timings_ms["preprocess"])
         post.append(r.timings_ms["postprocess"])
+        post_planner.append(seg.segment(frames[i % len(frames)], frame_mask=False).timings_ms["postprocess"])
     med = {k: statistics.median(v) for k, v in (("engine", engine), ("segment", total), ("pre", pre),
-                                                 ("post", post))}
+                                                 ("post", post), ("post_planner", post_planner))}
     overhead = med["segment"] - med["engine"]
+    share = 100.0 * (med["pre"] + med["post"]) / med["engine"]
     return {
-        "frames": n, "frame_hw": list(frames[0].shape[:2]),
+        "frames": n, "frame_hw": list(frames[0].shape[:2]), "frame_channels": 1 if frames[0].ndim == 2 else frames[0].shape[2],
         "engine_ms_median": med["engine"], "segment_ms_median": med["segment"],
         "preprocess_ms_median": med["pre"], "postprocess_ms_median": med["post"],
+        "postprocess_planner_ms_median": med["post_planner"],
         "overhead_ms": overhead, "overhead_pct": 100.0 * overhead / med["engine"],
+        "overhead_share_pct": share,
+        "overhead_share_planner_pct": 100.0 * (med["pre"] + med["post_planner"]) / med["engine"],
+        "over_target": share > TARGETS["overhead_pct"],
         "engine_ms_p90": float(np.percentile(engine, 90)), "segment_ms_p90": float(np.percentile(total, 90)),
         "fps_segment": 1000.0 / med["segment"],
     }
+
+
+def overhead_table(models: list[str], frames: int, threads: int = 1, all_engines: bool = False,
+                   gray: bool = False) -> list[dict]:
+    """measure_overhead for each model (and each installed engine that reads it, when asked)."""
+    from lunarseg.runtime.backends import engines_for
+
+    pool = synthetic_frames(8, gray=gray)
+    rows = []
+    for model in models:
+        for engine in (engines_for(model) if all_engines else ["auto"]):
+            seg = Segmenter.from_file(model, threads=threads, backend=engine)
+            print(f"[runtime_bench] overhead of {model} on {seg.backend_name} …", file=sys.stderr, flush=True)
+            rows.append({"model": str(model), "backend": seg.backend_name, **measure_overhead(seg, pool, frames)})
+    return rows
+
+
+def overhead_markdown(rows: list[dict]) -> str:
+    """One line per artifact × engine: pre, post, engine ms, (pre+post)/engine, flagged over the target."""
+    target = TARGETS["overhead_pct"]
+    lines = [f"| artifact | engine | pre ms | post ms (planner) | engine ms | (pre+post)/engine (planner) | ≤ {target:.0f} % |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['backend']} | {r['preprocess_ms_median']:.2f} | "
+                     f"{r['postprocess_ms_median']:.2f} ({r['postprocess_planner_ms_median']:.2f}) | "
+                     f"{r['engine_ms_median']:.2f} | {r['overhead_share_pct']:.1f} % "
+                     f"({r['overhead_share_planner_pct']:.1f} %) | {'OVER' if r['over_target'] else 'ok'} |")
+    if rows:
+        r = rows[0]
+        kind = "gray" if r["frame_channels"] == 1 else "RGB"
+        lines += ["", f"{r['frames']} in-memory {r['frame_hw'][1]}×{r['frame_hw'][0]} {kind} frames per row, medians; "
+                  "planner = stats and the model-size mask only (segment(frame_mask=False))."]
+    return "\n".join(lines) + "\n"
 
 
 COLD_CHILD = """
@@ -201,7 +246,10 @@ def to_markdown(res: dict) -> str:
         "|---|---|---|---|",
         f"| bare engine call (median) | {o['engine_ms_median']:.2f} ms | | |",
         f"| segment() on 720×480 frame (median) | {o['segment_ms_median']:.2f} ms "
-        f"(pre {o['preprocess_ms_median']:.2f}, post {o['postprocess_ms_median']:.2f}) | | |",
+        f"(pre {o['preprocess_ms_median']:.2f}, post {o['postprocess_ms_median']:.2f}; planner post "
+        f"{o['postprocess_planner_ms_median']:.2f}) | | |",
+        f"| (pre+post) / engine | {o['overhead_share_pct']:.1f} % (planner {o['overhead_share_planner_pct']:.1f} %) "
+        f"| ≤ {TARGETS['overhead_pct']:.0f} % | {'pass' if not o['over_target'] else 'OVER'} |",
         f"| pre+post overhead | {o['overhead_ms']:.2f} ms = {o['overhead_pct']:.1f} % | ≤ {TARGETS['overhead_pct']:.0f} % "
         f"| {mark('overhead_pct')} |",
         f"| cold start → first mask (median of {c['runs']}) | {c['cold_start_s']:.3f} s "
@@ -258,18 +306,28 @@ def run(model: str, frames: int, soak: int, out: str, threads: int = 1, cold_run
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lunarseg.benchmarks.runtime_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help=".onnx or .tflite lunarseg model")
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx or .tflite lunarseg model(s)")
     p.add_argument("--frames", type=int, default=200, help="frames for the overhead measure (default 200)")
     p.add_argument("--soak", type=int, default=10_000, help="soak frames (default 10000; 0 skips)")
     p.add_argument("--cold-runs", type=int, default=3, help="cold-start processes (default 3)")
     p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
     p.add_argument("--backend", default="auto", help="engine (default: the file suffix's default)")
+    p.add_argument("--overhead-only", action="store_true",
+                   help="only the overhead table, one row per MODEL (implied by several MODELs)")
+    p.add_argument("--all-engines", action="store_true", help="overhead table: every installed engine per MODEL")
+    p.add_argument("--gray", action="store_true", help="overhead table: gray frames instead of RGB")
     p.add_argument("--out", required=True, metavar="DIR")
     args = p.parse_args(argv)
     from lunarseg.runtime.errors import LunarsegError
 
     try:
-        res = run(args.model, args.frames, args.soak, args.out, args.threads, args.cold_runs, args.backend)
+        if args.overhead_only or len(args.models) > 1 or args.all_engines:
+            rows = overhead_table(args.models, args.frames, args.threads, args.all_engines, args.gray)
+            atomic.write_json(Path(args.out) / "runtime_overhead.json", {"targets": TARGETS, "rows": rows})
+            atomic.write_text(Path(args.out) / "runtime_overhead.md", overhead_markdown(rows))
+            print(overhead_markdown(rows))
+            return 0
+        res = run(args.models[0], args.frames, args.soak, args.out, args.threads, args.cold_runs, args.backend)
     except LunarsegError as exc:
         print(f"runtime_bench: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -24,3 +24,25 @@ def test_runtime_bench_reports_overhead_cold_start_rss_and_soak_for_each_engine(
     stem = f"runtime_bench_{name.rsplit('.', 1)[0]}_{res['backend']}"
     assert json.loads((tmp_path / f"{stem}.json").read_text())["backend"] == res["backend"]
     assert "pre+post overhead" in (tmp_path / f"{stem}.md").read_text()
+
+
+def test_overhead_table_reports_pre_post_engine_and_share_per_artifact_and_flags_over_target(models, tmp_path, capsys):
+    code = runtime_bench.main([models["bin_int8.tflite"], models["bin.onnx"], "--frames", "3", "--out", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "runtime_overhead.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["litert", "onnxruntime"]
+    for r in rows:
+        share = 100 * (r["preprocess_ms_median"] + r["postprocess_ms_median"]) / r["engine_ms_median"]
+        assert r["overhead_share_pct"] == pytest.approx(share)
+        assert r["over_target"] == (share > runtime_bench.TARGETS["overhead_pct"])
+    text = (tmp_path / "runtime_overhead.md").read_text()
+    assert text.count("\n| ") == 2 and ("OVER" in text or "| ok |" in text)
+
+
+def test_overhead_markdown_flags_a_row_over_fifteen_percent():
+    row = {"model": "m.onnx", "backend": "onnxruntime", "preprocess_ms_median": 1.0, "postprocess_ms_median": 0.6,
+           "postprocess_planner_ms_median": 0.2, "engine_ms_median": 8.0, "overhead_share_pct": 20.0,
+           "overhead_share_planner_pct": 15.0, "over_target": True, "frames": 5, "frame_hw": [480, 720],
+           "frame_channels": 3}
+    assert "| 20.0 % (15.0 %) | OVER |" in runtime_bench.overhead_markdown([row])
+    assert "| ok |" in runtime_bench.overhead_markdown([{**row, "overhead_share_pct": 9.0, "over_target": False}])
