@@ -118,8 +118,23 @@ def _from_model_config(model, width: int, height: int):
     key = "batch_input_shape" if "batch_input_shape" in inputs[0]["config"] else "batch_shape"
     inputs[0]["config"][key] = [shape[0], int(height), int(width), shape[-1]]
     rebuilt = keras.Model.from_config(config)
-    rebuilt.set_weights(model.get_weights())
+    for layer in rebuilt.layers:
+        _copy_layer_weights(model.get_layer(layer.name), layer)
     return rebuilt
+
+
+def _copy_layer_weights(source, target) -> None:
+    """Layer by layer, by position — or by variable name where the rebuilt layer has more variables
+    (tfmot's QuantizeLayer, rebuilt from config, holds its range variables twice: both get the range)."""
+    if len(source.weights) == len(target.weights):
+        target.set_weights(source.get_weights())
+        return
+    by_name = {w.name.split("/")[-1]: w for w in source.weights}
+    for var in target.weights:
+        base = var.name.split("/")[-1]
+        if base not in by_name:
+            raise ValueError(f"layer {target.name}: variable {var.name} has no counterpart in the saved model")
+        var.assign(by_name[base].numpy())
 
 
 def model_at_size(model, meta: ModelMeta, width: int, height: int):

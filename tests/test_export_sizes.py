@@ -151,3 +151,19 @@ def test_variants_follow_the_sizes(run_dir, tmp_path):  # noqa: F811
     records = export_run(run, "onnx-fp32", val=VAL, sizes="64x32")
     assert [(r.variant, r.path, r.ok) for r in records] == [
         ("base", "export/onnx-fp32-64x32.onnx", True), ("pruned50", "export/pruned50/onnx-fp32-64x32.onnx", True)]
+
+
+def test_a_quantize_aware_model_is_rebuilt_at_another_size_with_its_fake_quant_ranges(run_dir):  # noqa: F811
+    import tensorflow_model_optimization as tfmot
+
+    from lunarseg.train.checkpoint import load_model
+
+    qat = tfmot.quantization.keras.quantize_model(load_model(run_dir / "model.keras"))
+    meta = _meta(run_dir)
+    meta = meta.replace(extra={**meta.extra, "qat": True})
+    sized = sizes_mod.model_at_size(qat, meta, 64, 32)
+    assert sized.input_shape == (None, 32, 64, 1) and sized.output_shape == (None, 32, 64, 1)
+    x = np.random.default_rng(1).random((2, 32, 32, 1), np.float32)
+    with tfmot.quantization.keras.quantize_scope():  # the same route at the model's own size: same outputs
+        same = sizes_mod._from_model_config(qat, 32, 32)
+    np.testing.assert_allclose(same.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
