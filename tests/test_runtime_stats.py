@@ -112,3 +112,75 @@ def test_stats_from_the_model_size_mask_equal_stats_of_the_upscaled_mask(small_h
         big = mask_to_frame_size(small, frame_hw)
         for rock, cls in (((1,), None), ((2, 3), names)):
             assert rock_stats(small, rock, cls, frame_hw=frame_hw) == rock_stats(big, rock, cls)
+
+
+def _label_runs_by_min_propagation(rows, starts, ends, width):
+    """Reference: the labelling the runtime used before the union-find (min-label propagation)."""
+    n_runs = len(rows)
+    if n_runs == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    stride = width + 2
+    key_s, key_e = rows * stride + starts, rows * stride + ends
+    below = (rows + 1) * stride
+    lo = np.searchsorted(key_e, below + starts, side="left")
+    hi = np.searchsorted(key_s, below + ends, side="right")
+    counts = np.maximum(hi - lo, 0)
+    parent = np.arange(n_runs)
+    if counts.sum():
+        a = np.repeat(np.arange(n_runs), counts)
+        b = np.repeat(lo, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        while True:
+            prev = parent
+            la, lb = parent[a], parent[b]
+            m = np.minimum(la, lb)
+            parent = parent.copy()
+            np.minimum.at(parent, la, m)
+            np.minimum.at(parent, lb, m)
+            while not np.array_equal(parent[parent], parent):
+                parent = parent[parent]
+            if np.array_equal(parent, prev) and np.array_equal(parent[a], parent[b]):
+                break
+    roots, labels = np.unique(parent, return_inverse=True)
+    return labels.astype(np.int64), int(len(roots))
+
+
+def test_union_find_labels_equal_the_min_propagation_labels_on_random_masks():
+    from lunarseg.runtime.stats import find_runs, label_runs
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        h, w = rng.integers(1, 70, 2)
+        m = rng.random((h, w)) < rng.random()
+        runs = find_runs(m)
+        new, n_new = label_runs(*runs, w)
+        old, n_old = _label_runs_by_min_propagation(*runs, w)
+        assert n_new == n_old and np.array_equal(new, old)
+
+
+def _stats_pixel_by_pixel(big):
+    """Reference hazard figures of a binary frame-size mask, read off the pixels directly."""
+    h, w = big.shape
+    r0 = h - max(1, int(round(h * 0.4)))
+    c0 = int(round(w / 3))
+    c1 = max(c0 + 1, int(round(w * 2 / 3)))
+    rock_rows = np.flatnonzero(big.any(axis=1))
+    path_rows = []
+    for r in rock_rows:  # a run crosses the path when any of its pixels lies in columns c0..c1-1
+        path_rows += [r] if big[r, c0:c1].any() else []
+    return {"rock_fraction": big[r0:, c0:c1].mean(),
+            "nearest_rock_px": int(h - 1 - rock_rows[-1]) if len(rock_rows) else None,
+            "nearest_rock_in_path_px": int(h - 1 - path_rows[-1]) if path_rows else None}
+
+
+@pytest.mark.parametrize("small_hw,frame_hw", [((64, 96), (120, 180)), ((7, 9), (7, 9)), ((10, 12), (33, 31))])
+def test_hazard_figures_from_runs_equal_the_figures_read_off_the_upscaled_pixels(small_hw, frame_hw):
+    from lunarseg.runtime.preprocess import mask_to_frame_size
+
+    rng = np.random.default_rng(3)
+    for density in (0.0, 0.002, 0.05, 0.5):
+        small = (rng.random(small_hw) < density).astype(np.uint8)
+        big = mask_to_frame_size(small, frame_hw)
+        hz, ref = rock_stats(small, frame_hw=frame_hw)["hazard"], _stats_pixel_by_pixel(big)
+        assert hz["rock_fraction"] == pytest.approx(ref["rock_fraction"], abs=1e-12)
+        assert hz["nearest_rock_px"] == ref["nearest_rock_px"]
+        assert hz["nearest_rock_in_path_px"] == ref["nearest_rock_in_path_px"]
