@@ -39,51 +39,84 @@ def input_size_of(row: dict) -> str:
 BOARD_ENGINES = ("onnxruntime", "litert")
 
 
+def _candidates(results: dict, engines) -> list[dict]:
+    """Deployable measured rows at the first thread count on `engines`, each with its input size."""
+    first_threads = results["threads"][0]
+    rows = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads
+            and (not engines or r.get("engine") in engines)]
+    if engines and not rows:
+        raise GateError(f"no artifact was measured on {', '.join(engines)}; bench with those engines first")
+    return [{**r, "input_size": input_size_of(r)} for r in rows]
+
+
+def charge_size_cost(rows: list[dict]) -> str | None:
+    """Put rows of every input size on one scale: when the rows of one variant (of one source) were
+    measured against different references (a TensorFlow-free bench takes each size's own fp32 file),
+    every IoU drop becomes the drop against the best of those references, so a smaller frame is
+    charged the IoU its size costs, not only its quantization's. Returns what the drops are now
+    measured against, or None when nothing changed (e.g. one Keras baseline for every row)."""
+    changed = None
+    for source, variant in {(r.get("run"), r.get("variant")) for r in rows}:
+        group = [r for r in rows if (r.get("run"), r.get("variant")) == (source, variant)
+                 and r.get("reference_iou") is not None]
+        refs = {r["reference_iou"] for r in group}
+        if len(refs) < 2:
+            continue
+        best = max(group, key=lambda r: r["reference_iou"])
+        for r in group:
+            r["iou_drop"] = round(best["reference_iou"] - r["iou"], 5)
+            r["reference"] = best.get("reference")
+        changed = f"{best.get('reference')} (IoU {best['reference_iou']:.4f}), the best reference among the sizes"
+    return changed
+
+
+def _reason(win: dict, fits: list[dict], rows: list[dict], objective: str, max_iou_drop: float, sizes: list[str]) -> str:
+    key, unit = OBJECTIVES[objective]
+    among = f" at {len(sizes)} input sizes ({', '.join(sizes)})" if len(sizes) > 1 else ""
+    reason = (f"{_label(win)}: lowest {objective} ({win[key]:,.2f} {unit}) among {len(fits)} of "
+              f"{len(rows)} artifacts{among} with IoU drop <= {max_iou_drop} (its drop {win['iou_drop']:+.4f}, "
+              f"IoU {win['iou']:.4f})")
+    if len(fits) > 1:
+        reason += f"; runner-up {_label(fits[1])} at {fits[1][key]:,.2f} {unit}"
+    return reason
+
+
 def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency",
            engines: tuple[str, ...] | None = None) -> dict:
     """Best deployable artifact with IoU drop <= budget by `objective` among the rows measured on
-    `engines` (None = any); copied to RUN/deploy/, with the engine it was chosen for recorded."""
+    `engines` (None = any), over every input size; copied to RUN/deploy/, with the input size and
+    engine it was chosen for recorded."""
+    from lunarseg.export.sizes import size_pixels
+
     run = Path(run)
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; valid: {', '.join(sorted(OBJECTIVES))}")
     results_path = run / "bench" / "results.json"
     if not results_path.exists():
         raise ConfigError(f"{results_path} not found; run `lunarseg bench {run}` first")
-    results = json.loads(results_path.read_text())
-    first_threads = results["threads"][0]
-    rows = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads
-            and (not engines or r.get("engine") in engines)]
-    if engines and not rows:
-        raise GateError(f"no artifact was measured on {', '.join(engines)}; bench with those engines first")
-    rows = [{**r, "input_size": input_size_of(r)} for r in rows]
+    rows = _candidates(json.loads(results_path.read_text()), engines)
+    common = charge_size_cost(rows)
     fits = [r for r in rows if r.get("iou_drop") is not None and r["iou_drop"] <= max_iou_drop]
     if not fits:
         best = min(rows, key=lambda r: r.get("iou_drop", 1e9), default=None)
         hint = f"; the smallest drop is {best['iou_drop']:.4f} ({_label(best)})" if best else ""
         raise GateError(f"no artifact keeps the IoU drop within {max_iou_drop}{hint}")
-    key, unit = OBJECTIVES[objective]
+    key, _ = OBJECTIVES[objective]
     fits.sort(key=lambda r: (r[key], r["iou_drop"]))
     win = fits[0]
     src = Path(win["path"])
-    deploy = run / "deploy"
-    target = deploy / src.name
+    target = run / "deploy" / src.name
     with atomic.atomic_path(target) as tmp:
         shutil.copyfile(src, tmp)
-    runner_up = fits[1] if len(fits) > 1 else None
-    from lunarseg.export.sizes import size_pixels
-
-    sizes = sorted({r["input_size"] for r in fits if r["input_size"]}, key=size_pixels)
-    among = f" at {len(sizes)} input sizes ({', '.join(sizes)})" if len(sizes) > 1 else ""
-    reason = (f"{_label(win)}: lowest {objective} ({win[key]:,.2f} {unit}) among {len(fits)} of "
-              f"{len(rows)} artifacts{among} with IoU drop <= {max_iou_drop} (its drop {win['iou_drop']:+.4f}, "
-              f"IoU {win['iou']:.4f})")
-    if runner_up:
-        reason += f"; runner-up {_label(runner_up)} at {runner_up[key]:,.2f} {unit}"
+    sizes = sorted({r["input_size"] for r in rows if r["input_size"]}, key=size_pixels)
     engine = win.get("engine") or "auto"
     choice = {"artifact": str(target), "source": str(src), "variant": win["variant"], "format": win["format"],
-              "input_size": win["input_size"], "input_sizes_considered": sizes, "engine": engine, "run_with": f"lunarseg segment {target} FRAMES --out DIR --backend {engine}",
-              "objective": objective, "max_iou_drop": max_iou_drop, "reason": reason,
-              "engines_considered": list(engines) if engines else "any",
+              "input_size": win["input_size"], "engine": engine,
+              "run_with": f"lunarseg segment {target} FRAMES --out DIR --backend {engine}",
+              "objective": objective, "max_iou_drop": max_iou_drop,
+              "reason": _reason(win, fits, rows, objective, max_iou_drop, sizes),
+              "engines_considered": list(engines) if engines else "any", "input_sizes_considered": sizes,
+              "drops_against": common or "each row's own reference (bench's `reference` column)",
               "figures": {k: win.get(k) for k in ("iou", "iou_drop", "p50_ms", "bytes", "gzip_bytes", "speedup")}}
-    atomic.write_json(deploy / "selection.json", choice)
+    atomic.write_json(run / "deploy" / "selection.json", choice)
     return choice

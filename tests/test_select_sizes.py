@@ -78,3 +78,25 @@ def test_an_engine_nobody_measured_is_still_refused_with_sizes_present(run):
     _results(run, [_row(small, "192x128", 5.0, 0.0)])
     with pytest.raises(GateError, match="no artifact was measured on litert"):
         select(run, max_iou_drop=0.01, engines=("litert",))
+
+
+def test_a_smaller_size_measured_against_its_own_fp32_is_charged_what_its_size_costs(run):
+    small = _onnx(run / "export/onnx-int8-192x128.onnx", 192, 128)
+    native = _onnx(run / "export/onnx-int8.onnx", 384, 256)
+    rows = [_row(native, "384x256", 20.0, 0.001), _row(small, "192x128", 5.0, 0.002)]
+    rows[0].update(iou=0.665, reference="base/onnx-fp32 384x256 on onnxruntime", reference_iou=0.666)
+    rows[1].update(iou=0.522, reference="base/onnx-fp32 192x128 on onnxruntime", reference_iou=0.524)
+    _results(run, rows)  # a TensorFlow-free bench: each size's drop against its own size's fp32
+    choice = select(run, max_iou_drop=0.01)
+    assert choice["input_size"] == "384x256" and choice["figures"]["iou_drop"] == pytest.approx(0.001)
+    assert choice["drops_against"].startswith("base/onnx-fp32 384x256 on onnxruntime (IoU 0.6660)")
+    assert select(run, max_iou_drop=0.15)["input_size"] == "192x128"  # a budget that pays for the size
+
+
+def test_one_keras_baseline_for_every_size_leaves_the_drops_as_bench_measured_them(run):
+    small = _onnx(run / "export/onnx-int8-192x128.onnx", 192, 128)
+    rows = [_row(small, "192x128", 5.0, 0.142)]
+    rows[0].update(reference="keras-fp32", reference_iou=0.666)
+    _results(run, rows)
+    choice = select(run, max_iou_drop=0.15)
+    assert choice["figures"]["iou_drop"] == 0.142 and choice["drops_against"].startswith("each row's own reference")
