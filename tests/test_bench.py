@@ -45,6 +45,15 @@ def test_results_json_has_one_row_per_artifact_plus_the_keras_baseline(pipeline)
     assert saved["cpu"]["model"] and saved["batch"] == 1
 
 
+def test_with_tensorflow_every_row_of_a_run_is_against_its_keras_baseline_and_records_its_input_size(pipeline):
+    _, _, results = pipeline
+    base = results["rows"][0]
+    for row in results["rows"]:
+        assert row["input_size"] == "48x32" and row["reference"] == BASELINE
+        assert row["iou_drop"] == pytest.approx(base["iou"] - row["iou"], abs=1e-5)
+    assert "label's own resolution" in results["iou_rule"] and results["notes"] == []
+
+
 def test_markdown_table_has_every_column_and_the_pareto_plot_exists(pipeline):
     run, _, _ = pipeline
     md = (run / "bench/results.md").read_text()
@@ -55,6 +64,7 @@ def test_markdown_table_has_every_column_and_the_pareto_plot_exists(pipeline):
 def test_only_the_keras_baseline_loads_tensorflow(pipeline):
     _, _, results = pipeline
     loaded = {(r["format"], r["engine"]): r["tensorflow_loaded"] for r in results["rows"]}
+    assert all(r["training_modules"] == [] for r in results["rows"] if r["format"] != BASELINE)
     assert loaded == {(BASELINE, "tensorflow"): True, ("onnx-fp32", "onnxruntime"): False,
                       ("onnx-fp32", "openvino"): False, ("tflite-int8", "litert"): False}
 
