@@ -215,3 +215,27 @@ def test_empty_split_is_a_one_line_dataset_error(tmp_path):
     with pytest.raises((DatasetError,)) as info:
         load_split(tmp_path, "train", width=32, height=32, task="binary", colour_mode="gray")
     assert "\n" not in str(info.value)
+
+
+def test_pipeline_normalises_by_the_metadata_through_the_runtime_definition():
+    from lunarseg.runtime import preprocess
+    from lunarseg.runtime.metadata import ModelMeta
+    from lunarseg.train.pipeline import NORMALISATION, make_dataset, normalise
+
+    meta = ModelMeta(normalisation={"scale": 1 / (255 * 0.2), "offset": -0.45 / 0.2})
+    b = blobs(4)
+    assert np.array_equal(normalise(b.x, meta), preprocess.normalise(b.x, meta))
+    assert np.allclose(normalise(b.x), b.x * NORMALISATION["scale"])
+    x, _ = next(iter(make_dataset(b.x, b.y, tiny_cfg(), training=False, meta=meta)))
+    assert np.allclose(x.numpy(), (b.x / 255.0 - 0.45) / 0.2, atol=1e-5)
+
+
+def test_evaluation_grid_panels_are_titled_with_frame_side_and_iou(tmp_path):
+    from lunarseg.train.evaluate import _grid_picks, overlay_grid, panel_title
+
+    assert panel_title("render0004", "prediction", 0.51234) == "render0004 prediction IoU 0.512"
+    scores = np.array([0.1, 0.9, 0.5, 0.3])
+    assert _grid_picks(scores, 2) == [1, 2, 0, 3]
+    b = blobs(4)
+    path = overlay_grid(b.x, b.y, b.y, scores, "binary", tmp_path / "grid.png", per_side=2, ids=b.ids)
+    assert path.stat().st_size > 0

@@ -1,4 +1,5 @@
-"""`lunarseg train`, `lunarseg evaluate` and `lunarseg compress` (TensorFlow is imported inside the handlers)."""
+"""`lunarseg train`, `lunarseg import`, `lunarseg evaluate` and `lunarseg compress` (TensorFlow is imported
+inside the handlers)."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--strategy", default="default", help="default | mirrored | multi-worker (reads TF_CONFIG)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=_train)
+
+    _register_import(sub)
 
     e = sub.add_parser("evaluate", help="score a model (.keras, .onnx, .tflite) on a labelled split")
     e.add_argument("model", help="run directory, .keras, .onnx or .tflite file")
@@ -78,6 +81,56 @@ def register(sub) -> None:
     c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")
     c.add_argument("--report", action="store_true", help="only print the table of existing variants")
     c.set_defaults(func=_compress)
+
+
+def _register_import(sub) -> None:
+    from lunarseg.train.importer import COLOURS, HEADS
+
+    i = sub.add_parser("import", help="turn a Keras model trained elsewhere (.h5, .keras of tf_keras or Keras 3, "
+                       "SavedModel) into a run directory the other commands accept")
+    i.add_argument("model", help=".h5 / .keras file or SavedModel directory")
+    i.add_argument("--out", required=True, help="run directory to write (model.keras + meta.json)")
+    i.add_argument("--task", choices=sorted(HEADS), help="default: from the head (1 sigmoid channel = binary, "
+                   "4 softmax channels = 4class)")
+    i.add_argument("--classes", help="class names in output-channel order, comma-separated (default: the task's: "
+                   "background,rock or background,sky,small_rock,large_rock)")
+    i.add_argument("--rock-classes", help="the classes that are rock, comma-separated (checked against the names)")
+    i.add_argument("--colour", choices=sorted(COLOURS.values()), help="default: from the input channels (1 gray, 3 rgb)")
+    i.add_argument("--size", help="input WIDTHxHEIGHT, for models that take any size")
+    i.add_argument("--scale", type=float, help="model input = pixel (0-255) * scale + offset (default 1/255)")
+    i.add_argument("--offset", type=float, help="see --scale (default 0)")
+    i.add_argument("--mean", type=float, help="model input = (pixel / 255 - mean) / std, mean and std on the 0-1 "
+                   "scale (instead of --scale/--offset)")
+    i.add_argument("--std", type=float, help="see --mean")
+    i.add_argument("--threshold", type=float, default=0.5, help="rock probability threshold of a sigmoid head")
+    i.set_defaults(func=_import)
+
+
+def _split_names(text):
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def _import(args) -> int:
+    from lunarseg.runtime.errors import ConfigError
+    from lunarseg.train.config import parse_size
+    from lunarseg.train.importer import ImportOptions, import_model
+    from lunarseg.train.tf_env import import_tensorflow_quietly
+
+    try:  # core/cli.py's TENSORFLOW_COMMANDS does this for the other TensorFlow subcommands
+        import_tensorflow_quietly()
+        import tf_keras  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"needs TensorFlow ({exc.name or 'tensorflow'} is not installed): pip install 'lunarseg[train]'") from None
+    opts = ImportOptions(task=args.task, classes=_split_names(args.classes), rock_classes=_split_names(args.rock_classes),
+                         colour=args.colour, size=parse_size(args.size) if args.size else None, scale=args.scale,
+                         offset=args.offset, mean=args.mean, std=args.std, threshold=args.threshold)
+    s = import_model(args.model, args.out, opts)
+    norm = s["normalisation"]
+    print(f"imported {s['source']['format']} (Keras {s['source']['keras_major']}) as {s['task']} "
+          f"({','.join(s['classes'])}), input {s['input']} {s['colour']}, {s['activation']} head, "
+          f"input = pixel * {norm['scale']:.6g} + {norm['offset']:.6g}; validation IoU unknown until evaluated")
+    print(f"run: {s['run']}\nmodel: {s['model']}")
+    return 0
 
 
 def config_from_args(args):
@@ -156,6 +209,12 @@ def _compress(args) -> int:
         from lunarseg.train.checkpoint import resolve_model
 
         variants_root = resolve_model(args.run)[0].parent / "compressed"
+        if args.all:  # make what applies to this graph; say what does not and why
+            from lunarseg.train.compress import applicable
+
+            configs, skipped = applicable(args.run, configs)
+            for variant, reason in skipped:
+                print(f"skipped {variant}: {reason}")
         for cfg in configs:
             interrupted = (variants_root / cfg.variant / "checkpoints" / "state.json").exists()
             resume = args.resume and (interrupted or not args.all)  # --all --resume: continue those that stopped

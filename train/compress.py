@@ -27,7 +27,7 @@ from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.pipeline import make_dataset, normalise
 from lunarseg.runtime.metadata import CONTROL_VARIANT
 from lunarseg.train.model import count_macs
-from lunarseg.train.slim import recalibrate_batchnorm, slim_unet
+from lunarseg.train.slim import recalibrate_batchnorm, slim_check, slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
 
 MIN_CLUSTERS, MAX_CLUSTERS = clustering.MIN_CLUSTERS, clustering.MAX_CLUSTERS
@@ -197,21 +197,72 @@ def apply_pruning(model, cfg: CompressConfig, total_steps: int):
     return keras.models.clone_model(model, clone_function=wrap)
 
 
+POST_TRAINING_INT8 = "post-training int8 at export (`lunarseg export --formats tflite-int8,onnx-int8`) needs no QAT"
+# Layers tfmot's pruning-preserving QAT scheme has no quantize config for (tfmot 0.8.1; plain QAT has).
+PQAT_UNSUPPORTED = ("Conv2DTranspose",)
+
+
+def _named_culprit(model, message: str):
+    """The layer a tfmot error names ("Layer NAME:<class ...>"), else the first whose name or type appears."""
+    import re
+
+    found = re.search(r"Layer ([^\s:]+):<class", message)
+    names = [found.group(1)] if found else []
+    names += [layer.name for layer in model.layers if re.search(rf"\b{re.escape(layer.name)}\b", message)]
+    names += [layer.name for layer in model.layers if re.search(rf"\b{type(layer).__name__}\b", message)
+              and not isinstance(layer, keras.layers.InputLayer)]
+    return next((model.get_layer(n) for n in names if n in {layer.name for layer in model.layers}), None)
+
+
 def apply_qat(model, preserve_sparsity: bool):
     """Wrap for quantization-aware training; name the layer tfmot cannot quantize if it fails."""
     q = tfmot.quantization.keras
+    if preserve_sparsity:
+        blocker = next((layer for layer in model.layers if type(layer).__name__ in PQAT_UNSUPPORTED), None)
+        if blocker is not None:
+            raise ConfigError(f"pruning-preserving QAT cannot quantize layer {blocker.name!r} ({type(blocker).__name__}): "
+                              f"tfmot's scheme has no {type(blocker).__name__} support; plain --qat (zeros not kept) "
+                              f"handles it, or compress without --qat: {POST_TRAINING_INT8}")
     try:
         annotated = q.quantize_annotate_model(model)
         if preserve_sparsity:
-            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-                default_8bit_prune_preserve_quantize_scheme as pqat)
-            return q.quantize_apply(annotated, pqat.Default8BitPrunePreserveQuantizeScheme())
+            return q.quantize_apply(annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
         return q.quantize_apply(annotated)
     except (RuntimeError, ValueError) as exc:
-        culprit = next((layer for layer in model.layers if type(layer).__name__ in str(exc) or layer.name in str(exc)), None)
-        where = f"layer {culprit.name!r} ({type(culprit).__name__})" if culprit else "a layer"
+        culprit = _named_culprit(model, str(exc))
+        where = f"layer {culprit.name!r} ({type(culprit).__name__})" if culprit else f"model {model.name!r}"
         raise ConfigError(f"QAT cannot quantize {where}: {str(exc).splitlines()[0][:160]}; replace it with layers tfmot "
-                          "supports (e.g. UpSampling2D + Conv2D), give it a QuantizeConfig, or compress without --qat") from None
+                          f"supports (e.g. UpSampling2D + Conv2D), give it a QuantizeConfig, or compress without --qat: "
+                          f"{POST_TRAINING_INT8}") from None
+
+
+def _copy(model):
+    """A fresh model with the same graph and weights: tfmot's wrappers take over the layers they wrap."""
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def refusal(model, meta, cfg: CompressConfig) -> str | None:
+    """Why variant `cfg` cannot be made from `model` (None: it can), naming the layer in the way.
+
+    Checked before any fine-tuning, so that `compress --all` skips what does not apply to a graph
+    (an imported model's, say) instead of failing after the pruning phase.
+    """
+    own_graph = bool(meta.train_config)  # a lunarseg U-Net: pruning and clustering are known to apply
+    try:
+        if cfg.width < 1:
+            slim_check(model, TrainConfig.from_dict(meta.train_config) if own_graph else None)
+        if cfg.sparsity > 0 and not own_graph:
+            apply_pruning(_copy(model), cfg, 10)
+        if cfg.clusters and not own_graph:
+            trial = _copy(model)
+            clustering.apply_clustering(trial, cfg.clusters, cfg.sparsity > 0, kept_dense(trial))
+        if cfg.qat:
+            apply_qat(_copy(model), cfg.preserve_sparsity)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 class PhaseKeeper(keras.callbacks.Callback):
@@ -249,8 +300,9 @@ def _compile(model, tcfg: TrainConfig, lr: float, distill: float = 0.0):
 
 
 def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, callbacks, verbose, initial_epoch=0,
-         teacher=None):
-    train_ds, val_ds = make_dataset(tr.x, tr.y, tcfg, training=True), make_dataset(va.x, va.y, tcfg, training=False)
+         teacher=None, meta=None):
+    train_ds = make_dataset(tr.x, tr.y, tcfg, training=True, meta=meta)
+    val_ds = make_dataset(va.x, va.y, tcfg, training=False, meta=meta)
     if teacher is not None:
         train_ds, val_ds = distillation.with_teacher(train_ds, teacher), distillation.with_teacher(val_ds, teacher)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
@@ -258,10 +310,10 @@ def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int
     return model
 
 
-def _val_scores(model, va: SplitArrays, task: str, threshold: float | None = None):
-    probs = model.predict(normalise(va.x), batch_size=16, verbose=0)
-    threshold = choose_threshold(probs, va.y, task) if threshold is None else threshold
-    return threshold, score_arrays(probs, va.y, task, threshold)
+def _val_scores(model, va: SplitArrays, meta, threshold: float | None = None):
+    probs = model.predict(normalise(va.x, meta), batch_size=16, verbose=0)
+    threshold = choose_threshold(probs, va.y, meta.task) if threshold is None else threshold
+    return threshold, score_arrays(probs, va.y, meta.task, threshold)
 
 
 def _resume_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, resume: bool) -> dict | None:
@@ -285,6 +337,28 @@ def _resume_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, resume: boo
     return state
 
 
+def applicable(run_dir: str | Path, configs: list[CompressConfig]) -> tuple[list[CompressConfig], list[tuple[str, str]]]:
+    """(the variants that apply to the run's model, [(variant, why not)] for the others)."""
+    model_path, meta = checkpoint.resolve_model(run_dir)
+    parent = checkpoint.load_model(model_path)
+    keep, skipped = [], []
+    for cfg in configs:
+        reason = refusal(parent, meta, cfg)
+        if reason:
+            skipped.append((cfg.variant, reason))
+        else:
+            keep.append(cfg)
+    return keep, skipped
+
+
+def fine_tune_config(meta) -> TrainConfig:
+    """The recipe fine-tunes follow: the run's training config, or for an imported model (which has
+    none) the defaults at the model's own size, colour and task."""
+    if meta.train_config:
+        return TrainConfig.from_dict(meta.train_config)
+    return TrainConfig(width=meta.width, height=meta.height, colour_mode=meta.colour_mode, task=meta.task)
+
+
 def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path | None = None, verbose: int = 2,
              train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
              resume: bool = False, force: bool = False, callbacks: list | None = None) -> dict:
@@ -295,7 +369,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
     """
     cfg.validate()
     model_path, meta = checkpoint.resolve_model(run_dir)
-    tcfg = TrainConfig.from_dict(meta.train_config)
+    tcfg = fine_tune_config(meta)
     tcfg.batch_size, tcfg.learning_rate = cfg.batch_size, cfg.learning_rate
     # Fine-tunes run on whole frames: the trained model (and tfmot's wrappers of it) has a fixed input size.
     tcfg.crop_width = tcfg.crop_height = 0
@@ -313,7 +387,10 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         shutil.rmtree(ckpt)
     state = _resume_state(ckpt, cfg, parent_hash, resume)
     parent = checkpoint.load_model(model_path)
-    _, before = _val_scores(parent, val_arrays, meta.task, meta.threshold)
+    reason = refusal(parent, meta, cfg)
+    if reason:
+        raise ConfigError(f"{cfg.variant}: {reason}")
+    _, before = _val_scores(parent, val_arrays, meta, meta.threshold)
     if state is None:
         state = {"config": dataclasses.asdict(cfg), "parent_hash": parent_hash, "phase": "", "epoch": 0,
                  "seconds": 0.0, "history": []}
@@ -339,7 +416,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
             state.update(phase=phase, epoch=0)
         if start < epochs:
             _fit(model, train_arrays, val_arrays, tcfg, epochs, [*extra, PhaseKeeper(ckpt, state, phase, t0), *cbs],
-                 verbose, initial_epoch=start, teacher=parent if cfg.distill else None)
+                 verbose, initial_epoch=start, teacher=parent if cfg.distill else None, meta=meta)
         return model
 
     # Phases in order; those before the saved state's phase are done (their result is inside the
@@ -362,11 +439,11 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
             checkpoint.save_model(model, staged)
         return model
 
-    model, model_cfg = parent, TrainConfig.from_dict(meta.train_config)
+    model, model_cfg = parent, fine_tune_config(meta)
     if "slim" in order:
         slimmed, model_cfg = slim_unet(parent, model_cfg, cfg.width)
         if todo("slim") and state["phase"] != "slim":  # a resumed phase restores its own statistics
-            recalibrate_batchnorm(slimmed, normalise(train_arrays.x), cfg.batch_size)
+            recalibrate_batchnorm(slimmed, normalise(train_arrays.x, meta), cfg.batch_size)
         model = run_phase("slim", lambda: slimmed, cfg.epochs, first_phase_lr(cfg.epochs)) if todo("slim") else slimmed
     if "prune" in order and todo("prune"):
         dense = model
@@ -391,7 +468,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         model = run_phase("qat", lambda: apply_qat(stage, cfg.preserve_sparsity), cfg.qat_epochs, cfg.learning_rate / 2)
     seconds = time.perf_counter() - t0
     sparsity = kernel_sparsity(model)
-    threshold, after = _val_scores(model, val_arrays, meta.task)
+    threshold, after = _val_scores(model, val_arrays, meta)
     variant_file = out / ("model.h5" if cfg.qat else "model.keras")
     for stale in checkpoint.MODEL_FILES:
         (out / stale).unlink(missing_ok=True)
@@ -404,10 +481,10 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
         "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in state["history"]],
         "clusters": cfg.clusters, "clustered_layers": clustered_layers,
         "max_distinct_per_channel": clustering.max_distinct_per_channel(model, clustered_layers) if cfg.clusters else None,
-        "width": cfg.width, "filters": model_cfg.filters, "macs_before": count_macs(parent), "macs": count_macs(model),
+        "width": cfg.width, "filters": model_cfg.filters if meta.train_config else None, "macs_before": count_macs(parent), "macs": count_macs(model),
     }
     vmeta = meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
-                         train_config=model_cfg.to_dict(),
+                         train_config=model_cfg.to_dict() if meta.train_config else {},
                          val_metrics={k: v for k, v in after.items() if isinstance(v, (int, float, dict))},
                          extra={**meta.extra, "variant": cfg.variant, "qat": cfg.qat, "compress": summary,
                                 "macs": summary["macs"], "params": int(model.count_params())})
@@ -426,10 +503,15 @@ def report_rows(run_dir: str | Path) -> list[dict]:
     import gzip
 
     model_path, meta = checkpoint.resolve_model(run_dir)
-    base_iou = meta.val_metrics.get("iou", float("nan"))
+    base_iou = meta.val_metrics.get("iou")
+    if base_iou is None:  # an imported model: the fine-tunes measured it on their validation split
+        measured = [json.loads((d / "meta.json").read_text())["extra"].get("compress", {}).get("val_iou_before")
+                    for d in checkpoint.variant_dirs(run_dir)]
+        base_iou = next((v for v in measured if v is not None), None)
     rows = [{"variant": "(trained)", "sparsity": kernel_sparsity(load_variant(model_path))["overall"],
              "bytes": model_path.stat().st_size, "gzip_bytes": len(gzip.compress(model_path.read_bytes(), 9)),
-             "val_iou": base_iou, "iou_drop": 0.0, "qat": False, "macs": meta.extra.get("macs")}]
+             "val_iou": base_iou, "iou_drop": 0.0 if base_iou is not None else None, "qat": False,
+             "macs": meta.extra.get("macs")}]
     for d in checkpoint.variant_dirs(run_dir):
         vmeta = json.loads((d / "meta.json").read_text())
         data = checkpoint.model_file(d).read_bytes()
@@ -440,7 +522,7 @@ def report_rows(run_dir: str | Path) -> list[dict]:
                      "macs": comp.get("macs", vmeta["extra"].get("macs"))})
     control = next((r["val_iou"] for r in rows if r["variant"] == CONTROL), None)
     for r in rows:
-        r["drop_vs_control"] = None if control is None else control - r["val_iou"]
+        r["drop_vs_control"] = None if control is None or r["val_iou"] is None else control - r["val_iou"]
     return rows
 
 
@@ -462,7 +544,9 @@ def format_report(rows: list[dict]) -> str:
     for r in rows:
         gmac = f"{r['macs'] / 1e9:.3f}" if r.get("macs") else "—"
         vs = "—" if r.get("drop_vs_control") is None else f"{r['drop_vs_control']:+.4f}"
+        val = "unknown" if r["val_iou"] is None else f"{r['val_iou']:.4f}"
+        drop = "—" if r["iou_drop"] is None else f"{r['iou_drop']:+.4f}"
         lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {gmac} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
-                     f"{r['gzip_bytes'] / r['bytes']:.2f} | {r['val_iou']:.4f} | {r['iou_drop']:+.4f} | {vs} | "
+                     f"{r['gzip_bytes'] / r['bytes']:.2f} | {val} | {drop} | {vs} | "
                      f"{'yes' if r['qat'] else ''} |")
     return "\n".join(lines + ["", convergence_note(rows)])

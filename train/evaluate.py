@@ -83,18 +83,45 @@ def per_frame_iou(pred: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
     return np.array([iou(rock_mask(t, task), rock_mask(p, task)) for t, p in zip(y, pred)])
 
 
+def _grid_picks(scores: np.ndarray, per_side: int) -> list[int]:
+    """The `per_side` best frames by IoU, then the `per_side` worst not already shown."""
+    order = np.argsort(scores, kind="stable")
+    best = [int(i) for i in order[::-1][:per_side]]
+    return best + [int(i) for i in order[:per_side] if int(i) not in best]
+
+
+def panel_title(frame_id: str, side: str, score: float) -> str:
+    """A grid panel's title: which frame, truth or prediction, and the frame's rock IoU."""
+    return f"{frame_id} {side} IoU {score:.3f}"
+
+
 def overlay_grid(x: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndarray, task: str,
-                 path: Path, per_side: int = 4) -> Path:
-    """Rows of (truth overlay | prediction overlay) for the best and the worst frames by IoU."""
-    order = np.argsort(scores)
-    picks = list(order[::-1][:per_side]) + [i for i in order[:per_side] if i not in order[::-1][:per_side]]
-    rows = []
-    for i in picks:
+                 path: Path, per_side: int = 4, ids: list[str] | None = None) -> Path:
+    """Rows of (truth overlay | prediction overlay) for the best and the worst frames by IoU, each
+    panel titled with its frame id, which side it is and the frame's rock IoU."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = _grid_picks(scores, per_side)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(x))]
+    h, w = x.shape[1:3]
+    fig, axes = plt.subplots(len(picks), 2, figsize=(2 * max(2.0, w / 64), len(picks) * max(2.0, h / 64) + 0.3),
+                             squeeze=False)
+    for row, i in enumerate(picks):
         frame = x[i][..., 0] if x.shape[-1] == 1 else x[i]
-        pair = np.concatenate([overlay(frame, y[i], task=task), np.full((frame.shape[0], 4, 3), 255, np.uint8),
-                               overlay(frame, pred[i], task=task)], axis=1)
-        rows.append(np.concatenate([pair, np.full((4, pair.shape[1], 3), 255, np.uint8)], axis=0))
-    atomic.write_png(path, np.concatenate(rows, axis=0))
+        for col, (label, classes) in enumerate((("truth", y[i]), ("prediction", pred[i]))):
+            ax = axes[row][col]
+            ax.imshow(overlay(frame, classes, task=task))
+            ax.set_title(panel_title(ids[i], label, scores[i]), fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -127,7 +154,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
     meta, predict = load_predictor(model_path)
     arrays = load_split(data_dir, split, width=meta.width, height=meta.height, task=meta.task,
                         colour_mode=meta.colour_mode, max_frames=max_frames)
-    x = normalise(arrays.x)
+    x = normalise(arrays.x, meta)
     probs = np.concatenate([predict(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
     report = score_arrays(probs, arrays.y, meta.task, meta.threshold)
     report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
@@ -138,7 +165,8 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
         out = Path(out_dir)
         scores = per_frame_iou(pred, arrays.y, meta.task)
         report["per_frame_iou"] = {i: float(s) for i, s in zip(arrays.ids, scores)}
-        report["grid"] = str(overlay_grid(arrays.x, arrays.y, pred, scores, meta.task, out / f"eval_{split}_grid.png"))
+        report["grid"] = str(overlay_grid(arrays.x, arrays.y, pred, scores, meta.task, out / f"eval_{split}_grid.png",
+                                          ids=arrays.ids))
         report["report"] = str(out / f"eval_{split}.json")
         atomic.write_json(out / f"eval_{split}.json", report)
     return report

@@ -1,19 +1,30 @@
 """tf.data input pipeline: frames already decoded/resized by the shared loader, then seeded
-augmentation applied identically to image and mask, normalised as the runtime will normalise."""
+augmentation applied identically to image and mask, normalised as the runtime normalises: by the
+model metadata's normalisation, through lunarseg.runtime.preprocess.normalise."""
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
+from lunarseg.runtime import preprocess
+from lunarseg.runtime.metadata import ModelMeta
 from lunarseg.train.config import TrainConfig
 
-# model input = pixel * SCALE + OFFSET; the same numbers go into every model's metadata.
-NORMALISATION = {"scale": 1.0 / 255.0, "offset": 0.0}
+# What models trained here record (ModelMeta's default): model input = pixel * scale + offset.
+NORMALISATION = dict(ModelMeta().normalisation)
 
 
-def normalise(x_uint8: np.ndarray) -> np.ndarray:
-    """uint8 N×H×W×C → float32 model input (numpy; for prediction and calibration)."""
-    return x_uint8.astype(np.float32) * NORMALISATION["scale"] + NORMALISATION["offset"]
+def normalise(x_uint8: np.ndarray, meta=None) -> np.ndarray:
+    """uint8 N×H×W×C → float32 model input by `meta`'s normalisation (default: NORMALISATION), via the
+    runtime's one definition (numpy; for prediction, evaluation and calibration)."""
+    return preprocess.normalise(np.asarray(x_uint8), meta if meta is not None else ModelMeta())
+
+
+def affine_of(meta=None) -> tuple[float, float]:
+    """(scale, offset) per 0–255 pixel that `normalise` applies, read off the runtime function itself so
+    that the tf.data graph (which cannot call numpy per frame cheaply) applies exactly the same map."""
+    zero, full = normalise(np.array([[0, 255]], np.uint8), meta)[0, :, 0].astype(np.float64)
+    return (full - zero) / 255.0, zero
 
 
 def _augment(image, mask, seed, rotate: bool):
@@ -57,8 +68,9 @@ def _random_crop(image, mask, seed, height: int, width: int):
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bool,
-                 repeat: bool = False) -> tf.data.Dataset:
-    """x uint8 N×H×W×C, y uint8 N×H×W → batches of (float32 input, uint8 N×H×W×1 labels).
+                 repeat: bool = False, meta=None) -> tf.data.Dataset:
+    """x uint8 N×H×W×C, y uint8 N×H×W → batches of (float32 input normalised as `meta` says (default:
+    NORMALISATION), uint8 N×H×W×1 labels).
 
     `repeat` (training): an endless, reshuffled stream that fit() cuts into epochs of
     `steps_for` steps, so Keras keeps one iterator instead of building one per epoch (measured:
@@ -82,8 +94,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bo
             ds = ds.map(lambda xy, s: xy)
     else:
         ds = ds.map(to_unit, num_parallel_calls=tf.data.AUTOTUNE)
-    scale, offset = NORMALISATION["scale"] * 255.0, NORMALISATION["offset"]
-    ds = ds.map(lambda a, b: (a * scale + offset, b))
+    scale, offset = affine_of(meta)
+    scale = scale * 255.0  # augmentation works on [0, 1]; the map is per 0–255 pixel
+    ds = ds.map(lambda a, b: (a * np.float32(scale) + np.float32(offset), b))
     if cfg.strategy == "default":
         return ds.batch(cfg.batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
     # Distributed: every worker must see the same number of full batches, so shard by element,

@@ -52,8 +52,30 @@ def channel_importance(conv, users: list) -> np.ndarray:
     return np.abs(conv.kernel.numpy()).sum(axis=(0, 1, 2))
 
 
+HANDLED = (L.InputLayer, L.Conv2D, L.DepthwiseConv2D, L.BatchNormalization, L.Concatenate, *PASS_THROUGH)
+
+
+def slim_check(model: keras.Model, cfg: TrainConfig | None) -> None:
+    """Refuse, naming the layer, a graph the slimmer does not understand: it rebuilds the narrow model
+    with build_unet(cfg), so it handles lunarseg's own U-Nets and their layer types only."""
+    for layer in model.layers:
+        if type(layer) not in HANDLED:  # exact types: Conv2DTranspose subclasses Conv2D but is not one here
+            raise ConfigError(f"channel slimming does not know layer {layer.name!r} ({type(layer).__name__}); it handles "
+                              "lunarseg's U-Nets (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, pooling, upsampling, "
+                              "dropout, concatenation); prune or cluster this model instead")
+    if cfg is None:
+        raise ConfigError(f"channel slimming rebuilds lunarseg's own U-Net from the run's train_config, and model "
+                          f"{model.name!r} was imported (meta.json has none); prune or cluster it instead")
+    built = {layer.name: type(layer) for layer in build_unet(cfg).layers}
+    for layer in model.layers:
+        if not isinstance(layer, L.InputLayer) and built.get(layer.name) is not type(layer):
+            raise ConfigError(f"channel slimming: layer {layer.name!r} ({type(layer).__name__}) is not in the U-Net "
+                              "its train_config describes; prune or cluster this model instead")
+
+
 def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras.Model, TrainConfig]:
     """(narrow model initialised from `model`, its config) keeping `width` of every layer's channels."""
+    slim_check(model, cfg)
     new_cfg = dataclasses.replace(cfg, filters=slim_filters(cfg.filters, width))
     slim = build_unet(new_cfg)
     users = _consumers(model)
