@@ -354,12 +354,12 @@ def resample(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     y = _scratch_buffer("rows", (len(ph.starts) * ph.block, (pw.pad[0] + cols_in + pw.pad[1]) * c))
     inner = y[:, pw.pad[0] * c:(pw.pad[0] + cols_in) * c].reshape(len(ph.starts), ph.block, -1)
     _matmul_small(ph.weights, _windows(x, ph, 0, c), inner, split_axis=2)
-    z = _scratch_buffer("cols", (len(pw.starts), h, pw.block * c))
-    _matmul_small(_windows(y[:h], pw, 1, c), _column_weights(cols_in, w, c), z, split_axis=1)
+    z = _scratch_buffer("cols", (h, len(pw.starts), pw.block * c))  # written block-major, so rounding is contiguous
+    _matmul_small(_windows(y[:h], pw, 1, c), _column_weights(cols_in, w, c), z.transpose(1, 0, 2), split_axis=1)
     z += 0.5
-    res = np.empty((h, len(pw.starts), pw.block * c), dtype=np.uint8)
-    np.copyto(res, z.transpose(1, 0, 2), casting="unsafe")
-    res = res.reshape(h, -1)[:, :w * c] if len(pw.starts) * pw.block != w else res.reshape(h, -1)
+    res = np.empty((h, len(pw.starts) * pw.block * c), dtype=np.uint8)
+    np.copyto(res, z.reshape(h, -1), casting="unsafe")
+    res = res[:, :w * c] if len(pw.starts) * pw.block != w else res
     return np.ascontiguousarray(res).reshape((h, w) if arr.ndim == 2 else (h, w, c))
 
 

@@ -140,3 +140,14 @@ def test_resize_weights_of_each_output_sum_to_one_and_stay_in_their_window():
     for n_in, n_out in [(720, 384), (720, 192), (53, 97), (1, 4)]:
         w = axis_weights(n_in, n_out)
         assert w.shape == (n_out, n_in) and np.allclose(w.sum(axis=1), 1.0) and (w >= 0).all()
+
+
+def test_gray_is_itu_601_luma_with_pillows_integer_rounding_on_random_frames():
+    from lunarseg.runtime.imageio import to_gray
+
+    rng = np.random.default_rng(5)
+    for shape in [(480, 720, 3), (7, 3, 3), (1, 1, 3)]:
+        rgb = rng.integers(0, 256, shape, dtype=np.uint8)
+        r, g, b = (rgb[:, :, i].astype(np.uint32) for i in range(3))
+        want = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+        assert np.array_equal(to_gray(rgb), want)
