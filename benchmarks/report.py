@@ -19,7 +19,14 @@ def _json(path: Path) -> dict | None:
 
 
 def model_line(meta: dict) -> str:
-    cfg, extra = meta["train_config"], meta.get("extra", {})
+    """One line on the model: its recipe for a trained run; its shape and origin for an imported one."""
+    cfg, extra = meta.get("train_config") or {}, meta.get("extra", {})
+    if not cfg.get("width"):
+        shape = "×".join(str(v) for v in meta.get("input_shape", [])[1:3][::-1]) or "?"
+        source = extra.get("imported", {})
+        origin = f"{Path(source['path']).name} ({source.get('format', '?')})" if source.get("path") else "elsewhere"
+        return (f"Model: imported from {origin}, {shape} {meta.get('colour_mode', '?')} input "
+                f"({extra.get('macs', 0) / 1e9:.3g} GMAC), trained outside lunarseg.")
     crop = f", trained on {cfg['crop_width']}×{cfg['crop_height']} crops" if cfg.get("crop_width") else ""
     return (f"Model: {cfg.get('arch', 'unet')}, {cfg['width']}×{cfg['height']} {cfg['colour_mode']} input{crop}, depth "
             f"{cfg['depth']}, {cfg['filters']} filters ({extra.get('macs', 0) / 1e9:.2f} GMAC), loss {cfg['loss']}, "
@@ -37,7 +44,7 @@ def quality_lines(ev: dict) -> list[str]:
             f"{fmt(obj.get('precision'))} ({obj.get('blobs', 0)}) |"]
 
 
-def variant_lines(run: Path, base_val: float) -> list[str]:
+def variant_lines(run: Path, base_val: float | None) -> list[str]:
     rows = []
     for meta_path in sorted((run / "compressed").glob("*/meta.json")):
         comp = json.loads(meta_path.read_text()).get("extra", {}).get("compress", {})
@@ -45,14 +52,15 @@ def variant_lines(run: Path, base_val: float) -> list[str]:
     if not rows:
         return []
     control = next((c.get("val_iou_after") for n, c in rows if n == CONTROL_VARIANT), None)
-    lines = ["", f"Variants (val IoU; trained model {base_val:.4f}; the dense control {CONTROL_VARIANT} is fine-tuned as "
+    base = "unknown" if base_val is None else f"{base_val:.4f}"
+    lines = ["", f"Variants (val IoU; trained model {base}; the dense control {CONTROL_VARIANT} is fine-tuned as "
              "long as the longest variant):", "",
              "| variant | GMAC | fine-tune epochs | val IoU | drop vs trained | drop vs dense control |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in rows:
         vs = "—" if control is None or name == CONTROL_VARIANT else f"{control - c.get('val_iou_after', 0):+.4f}"
         lines.append(f"| {name} | {c.get('macs', 0) / 1e9:.3f} | {len(c.get('epochs_run', []))} | {c.get('val_iou_after', 0):.4f} | "
                      f"{c.get('iou_drop', 0):+.4f} | {vs} |")
-    if control is not None:
+    if control is not None and base_val is not None:
         gain = control - base_val
         lines += ["", f"Dense control gain {gain:+.4f} val IoU: the trained model "
                   + ("counts as converged (<= 0.01)." if gain <= 0.01 else "had NOT converged (gain > 0.01).")]
@@ -98,7 +106,7 @@ def report(run: str | Path) -> str:
     ev = _json(run / "eval_test.json")
     if ev:
         lines += quality_lines(ev)
-    lines += variant_lines(run, meta.get("val_metrics", {}).get("iou", float("nan")))
+    lines += variant_lines(run, (meta.get("val_metrics") or {}).get("iou"))
     results = _json(run / "bench/results.json")
     if results:
         lines += bench_lines(results)

@@ -56,3 +56,13 @@ def test_bench_table_names_each_rows_input_size_and_the_reference_of_its_drop(tm
     assert ("| slim40 | tflite-int8 | 192x128 | litert | 5.00 | — | 100,000 | 0.6000 | +0.0200 | "
             "val IoU in the file's metadata | — |") in text
     assert "IoU: the rule." in text
+
+
+def test_report_on_an_imported_run_names_its_source_and_an_unknown_parent_iou(tmp_path):
+    run = fake_run(tmp_path, control_val=0.605)
+    _write(run / "meta.json", {"train_config": {}, "val_metrics": {"iou": None, "dice": None}, "input_shape": [1, 64, 96, 3],
+                               "colour_mode": "rgb", "created": "2026-12-01T10:00:00",
+                               "extra": {"macs": 2.5e7, "imported": {"path": "/models/nb.h5", "format": "h5"}}})
+    text = report(run)
+    assert "Model: imported from nb.h5 (h5), 96×64 rgb input (0.025 GMAC), trained outside lunarseg." in text
+    assert "trained model unknown" in text and "converged" not in text
