@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lunarseg.runtime.errors import unknown_key
+from lunarseg.runtime.masks import SMALL_ROCK  # the rock rule (runtime.masks.rock_mask): 4-class index >= SMALL_ROCK
 
 SMOOTH = 1.0
 
@@ -14,9 +15,9 @@ def _rock_probability(y_true, y_pred):
     """(truth, rock probability) as float tensors N×H×W for binary and 4-class heads."""
     if y_pred.shape[-1] == 1:
         return tf.cast(tf.reshape(y_true, tf.shape(y_pred)[:-1]), tf.float32), y_pred[..., 0]
-    rock_true = tf.cast(tf.cast(y_true, tf.int32) >= 2, tf.float32)
+    rock_true = tf.cast(tf.cast(y_true, tf.int32) >= SMALL_ROCK, tf.float32)
     rock_true = tf.reshape(rock_true, tf.shape(y_pred)[:-1])
-    return rock_true, tf.reduce_sum(y_pred[..., 2:], axis=-1)
+    return rock_true, tf.reduce_sum(y_pred[..., SMALL_ROCK:], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lunarseg")
@@ -111,8 +112,8 @@ class RockScore(keras.metrics.Metric):
             t = tf.reshape(tf.cast(y_true, tf.float32), tf.shape(y_pred)[:-1]) > 0.5
             p = y_pred[..., 0] > self.threshold
         else:
-            t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1]) >= 2
-            p = tf.argmax(y_pred, axis=-1, output_type=tf.int32) >= 2
+            t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1]) >= SMALL_ROCK
+            p = tf.argmax(y_pred, axis=-1, output_type=tf.int32) >= SMALL_ROCK
         count = lambda m: tf.reduce_sum(tf.cast(m, tf.float64))  # noqa: E731
         self.tp.assign_add(count(t & p))
         self.fp.assign_add(count(~t & p))
