@@ -68,9 +68,29 @@ def test_tiny_model_lowers_its_loss_in_a_few_steps(tmp_path):
     assert summary["epochs"] == 4
     meta = json.loads((tmp_path / "run/meta.json").read_text())
     assert meta["input_shape"] == [1, 32, 32, 1] and meta["task"] == "binary"
-    assert 0.2 <= meta["threshold"] <= 0.8
+    assert meta["threshold"] == best_threshold(tmp_path / "run", blobs(8, seed=1))
     for name in ("model.keras", "history.csv", "curves.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def best_threshold(run, val):
+    """The swept threshold with the best validation rock IoU, recomputed from the saved model (ties: nearest 0.5)."""
+    from lunarseg.train.evaluate import THRESHOLDS, score_arrays
+    from lunarseg.train.pipeline import normalise
+
+    probs = checkpoint.load_model(run / "model.keras").predict(normalise(val.x), verbose=0)
+    return max(THRESHOLDS, key=lambda t: (score_arrays(probs, val.y, "binary", t)["iou"], -abs(t - 0.5)))
+
+
+def test_threshold_is_the_one_that_separates_rock_from_background_probabilities():
+    from lunarseg.train.evaluate import choose_threshold
+
+    y = np.zeros((2, 4, 4), np.uint8)
+    y[:, :2] = 1
+    probs = np.where(y == 1, 0.62, 0.58)[..., None].astype(np.float32)  # only 0.6 of the sweep splits them
+    assert choose_threshold(probs, y, "binary") == 0.6
+    clear = np.where(y == 1, 0.95, 0.05)[..., None].astype(np.float32)  # every swept threshold is perfect
+    assert choose_threshold(clear, y, "binary") == 0.5
 
 
 def test_save_load_round_trip_keeps_predictions(tmp_path):
