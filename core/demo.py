@@ -39,7 +39,7 @@ class DemoConfig:
     sample_frames: int = 8
     formats: str = "all"
     # Compressed variants are exported to their int8 artifacts only (the float ones of a variant are
-    # never the deployable choice): 22 artifacts instead of 42, about half the export and bench time.
+    # never the deployable choice): with every variant, 31 artifacts instead of 63 (7 base formats + 8 variants × 3).
     # onnx-int8-tflite is the int8 ONNX route for QAT variants, whose own onnx-int8 stays float.
     variant_formats: str = "tflite-int8,onnx-int8,onnx-int8-tflite"
     variants: tuple[str, ...] = ()  # names from DEFAULT_VARIANTS; () = all of them
@@ -76,7 +76,9 @@ BUDGET = replace(FULL, frames=200, epochs=150, budget_min=16.0, variants=("prune
                  calib_frames=32, bench_frames=20, sample_frames=4)
 QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), crop=(32, 16), filters=4, depth=2, epochs=2,
                    batch_size=8, compress_epochs=1, qat_epochs=1, cluster_epochs=1, calib_frames=8, bench_frames=4, sample_frames=2,
-                   max_iou_drop=1.0, formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="onnx-int8")
+                   formats="tflite-int8,onnx-fp32,onnx-int8", variant_formats="onnx-int8")
+# QUICK keeps the default 0.02 IoU-drop limit so its end-to-end test exercises the gate: after its 1-epoch
+# fine-tunes pruned50 lost 0.028 and pruned50-c8 0.054 rock IoU (2 cores, quick demo of issue 18).
 PROFILES = {"budget": BUDGET, "full": FULL, "quick": QUICK}
 
 

@@ -41,8 +41,34 @@ def test_results_json_has_one_row_per_artifact_plus_the_keras_baseline(pipeline)
         for col in ("bytes", "gzip_bytes", "iou", "dice", "iou_drop", "p50_ms", "p95_ms", "p99_ms", "fps",
                     "cold_start_ms", "peak_rss_mb", "gmacs", "gmac_per_s", "speedup"):
             assert isinstance(row[col], (int, float)), (row["format"], col)
-        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        timed_s = row["latency_runs"] * row["mean_ms"] / 1e3  # runs=5, min_seconds=0.1 in the fixture
+        assert row["latency_runs"] >= 5 and (row["latency_runs"] == 100 or timed_s >= 0.09), row
     assert saved["cpu"]["model"] and saved["batch"] == 1
+
+
+def test_latency_times_each_call_after_warm_up_for_the_runs_and_the_minimum_seconds(monkeypatch):
+    """Fake clock: call k (warm-up included) takes k ms; warm-up calls are not timed."""
+    import types
+
+    import numpy as np
+
+    from lunarseg.benchmarks import measure
+
+    clock = {"s": 0.0, "calls": 0}
+
+    def predict(_):
+        clock["calls"] += 1
+        clock["s"] += clock["calls"] / 1e3
+
+    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=lambda: clock["s"]))
+    times = measure.latency_ms(predict, np.zeros(1), runs=3, min_seconds=0.0, warmup=2)
+    np.testing.assert_allclose(times, [3.0, 4.0, 5.0])
+    clock.update(s=0.0, calls=0)
+    longer = measure.latency_ms(predict, np.zeros(1), runs=3, min_seconds=0.05, warmup=2)
+    assert len(longer) == 8 and longer.sum() >= 50.0  # 3+4+...+10 ms: the first sum past 50 ms
+    clock.update(s=0.0, calls=0)
+    capped = measure.latency_ms(predict, np.zeros(1), runs=2, min_seconds=100.0, warmup=0)
+    assert len(capped) == 40  # never more than 20 x runs calls
 
 
 def test_with_tensorflow_every_row_of_a_run_is_against_its_keras_baseline_and_records_its_input_size(pipeline):

@@ -286,9 +286,20 @@ def test_distillation_weight_zero_is_the_task_loss_and_a_confident_wrong_teacher
 def test_distilled_slim_variant_fine_tunes_and_records_the_weight(run):
     cfg, summary = make(run, sparsity=0.0, width=0.5, distill=1.0, name="slim50-kd")
     assert summary["config"]["distill"] == 1.0 and summary["filters"] == 2
-    assert np.isfinite(summary["val_iou_after"])
     model = load_variant(run / "compressed" / "slim50-kd")
+    assert summary["val_iou_after"] == pytest.approx(own_val_iou(run / "compressed" / "slim50-kd"), abs=1e-6)
     assert model.output_shape == (None, *VA.x.shape[1:3], 1)
+
+
+def own_val_iou(variant_dir):
+    """A variant's validation rock IoU at its own threshold, from its saved model (not the teacher's or parent's)."""
+    from lunarseg.train.checkpoint import resolve_model
+    from lunarseg.train.evaluate import score_arrays
+    from lunarseg.train.pipeline import normalise
+
+    path, meta = resolve_model(variant_dir)
+    probs = load_variant(path).predict(normalise(VA.x, meta), verbose=0)
+    return score_arrays(probs, VA.y, meta.task, meta.threshold)["iou"]
 
 
 def test_negative_distillation_weight_is_refused():
