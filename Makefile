@@ -1,12 +1,14 @@
 # Two entry points: `make demo` (whole pipeline on synthetic data, fitted to a 16-minute budget) and
-# `make test`; both install into .venv. `make demo-full` is the longer profile (~50 minutes, <= 75).
+# `make test` (everything, as CI runs it); both install into .venv. `make demo-full` is the longer
+# profile (~50 minutes, <= 75). `make test-fast` leaves out the `slow` tests, those that train, fine-tune
+# or convert a model (tests/conftest.py SLOW_FIXTURES and @pytest.mark.slow).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 OUT ?= demo_out
 
-.PHONY: demo demo-full test install clean board-check
+.PHONY: demo demo-full test test-fast install clean board-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +27,9 @@ demo-full: $(STAMP)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -m "not slow"
 
 # The demo's artifacts bundled for linux-aarch64, installed offline into an arm64 Python under
 # qemu-user, their masks compared with the x86 runtime's (needs root and Debian's mirror; run make demo first).

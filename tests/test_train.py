@@ -60,6 +60,7 @@ def test_input_size_not_divisible_by_two_to_the_depth_names_sizes_that_work():
         check_input_size(100, 64, 4)
 
 
+@pytest.mark.slow
 def test_tiny_model_lowers_its_loss_in_a_few_steps(tmp_path):
     summary = train(tiny_cfg(epochs=4, learning_rate=5e-3), None, tmp_path / "run", verbose=0,
                     train_arrays=blobs(32), val_arrays=blobs(8, seed=1))
@@ -106,6 +107,7 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_continues_from_the_next_epoch(tmp_path):
     cfg = tiny_cfg(epochs=3)
     with pytest.raises(KeyboardInterrupt):
@@ -118,6 +120,7 @@ def test_resume_after_interruption_continues_from_the_next_epoch(tmp_path):
     assert [r["epoch"] for r in hist] == [1, 2, 3] and summary["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
     train(tiny_cfg(epochs=1), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1))
     with pytest.raises(ConfigError, match=r"changed config: filters: 4 -> 8"):
@@ -125,6 +128,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path)
               train_arrays=blobs(8), val_arrays=blobs(8, 1))
 
 
+@pytest.mark.slow
 def test_training_into_an_existing_run_without_resume_is_refused(tmp_path):
     train(tiny_cfg(epochs=1), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1))
     with pytest.raises(ConfigError, match="already holds a training run; pass --resume"):
@@ -137,6 +141,7 @@ class PoisonWeights(keras.callbacks.Callback):
             self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from lunarseg.train import fit
 
@@ -148,6 +153,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(np.isfinite(w).all() for w in good.get_weights())
 
 
+@pytest.mark.slow
 def test_between_checkpoints_a_nan_keeps_the_best_model_and_says_no_checkpoint_was_saved(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"NaN/Inf in epoch 2.*\(epoch 0\) is kept at nowhere"):
         train(tiny_cfg(epochs=3), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1),
@@ -157,6 +163,7 @@ def test_between_checkpoints_a_nan_keeps_the_best_model_and_says_no_checkpoint_w
     assert not (tmp_path / "run/checkpoints/last.keras").exists()
 
 
+@pytest.mark.slow
 def test_checkpoints_wait_for_their_interval_but_the_last_epoch_is_always_written(tmp_path, monkeypatch):
     from lunarseg.train import checkpoint as ckpt, fit
 
