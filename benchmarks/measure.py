@@ -1,7 +1,8 @@
 """Measure one model in this process: first mask, accuracy on labelled frames, engine latency, RSS.
 
 Run by `lunarseg bench` as a child process per artifact (`python -m lunarseg.benchmarks.measure`)
-so figures don't mix: TensorFlow is imported only for the Keras baseline. Prints `FIRST_MASK` on
+so figures don't mix. The model is opened by lunarseg.train.open_model (the one opener `evaluate`
+uses too), which imports TensorFlow only for the Keras baseline. Prints `FIRST_MASK` on
 stdout the moment the first mask exists (the parent times the cold start from process launch to
 that line) and the result JSON as the last line.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-KERAS_SUFFIXES = (".keras", ".h5")
 TRAINING_MODULES = ("tensorflow", "tf_keras", "keras")
 # One rule for every artifact, whatever its input size: the runtime's own frame-size mask (the model
 # output resized back, nearest) against the label at the label's resolution, pixels pooled over frames.
@@ -30,38 +30,6 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
-
-
-def open_model(path: Path, threads: int, backend: str = "auto"):
-    """(meta, predict, engine name, engine's thread setting) for a Keras file (TensorFlow) or an exported file (runtime)."""
-    if path.suffix in KERAS_SUFFIXES:
-        from lunarseg.train.tf_env import import_tensorflow_quietly
-
-        tf = import_tensorflow_quietly()
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        from lunarseg.runtime.metadata import read_keras_meta
-        from lunarseg.train.checkpoint import load_model
-
-        model = load_model(path)
-        engine_threads = tf.config.threading.get_intra_op_parallelism_threads()
-        return read_keras_meta(path), lambda x: np.asarray(model.predict_on_batch(x)), "tensorflow", engine_threads
-    from lunarseg.runtime.segmenter import Segmenter
-
-    seg = Segmenter.from_file(path, threads=threads, backend=backend)
-    return seg.meta, seg.predict, seg.backend_name, engine_thread_setting(seg, threads)
-
-
-def engine_thread_setting(seg, requested: int) -> int:
-    """The intra-op thread count the engine itself reports (LiteRT has no getter: the value given)."""
-    session = getattr(seg.backend, "session", None)
-    if session is not None:
-        return int(session.get_session_options().intra_op_num_threads)
-    compiled = getattr(seg.backend, "compiled", None)  # OpenVINO
-    if compiled is not None:
-        return int(compiled.get_property("INFERENCE_NUM_THREADS"))
-    return requested
 
 
 def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: int = 5) -> np.ndarray:
@@ -87,8 +55,10 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     from lunarseg.data.loader import DatasetIndex, load_pair
     from lunarseg.runtime import preprocess
     from lunarseg.runtime.metrics import MetricAccumulator
+    from lunarseg.train.open_model import open_model
 
-    meta, predict, engine, engine_threads = open_model(model, threads, backend)
+    opened = open_model(model, threads, backend)
+    meta, predict = opened.meta, opened.predict
     pairs = DatasetIndex.scan(data).split(split)[: frames or None]
     if not pairs:
         raise SystemExit(f"no labelled frames in the {split!r} split of {data}")
@@ -105,7 +75,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     times = latency_ms(predict, x, runs, min_seconds)
     scores = acc.result()
     return {
-        "engine": engine, "threads": threads, "engine_threads": engine_threads, "affinity": sorted(os.sched_getaffinity(0)),
+        "engine": opened.engine, "threads": threads, "engine_threads": opened.engine_threads, "affinity": sorted(os.sched_getaffinity(0)),
         "iou": scores["iou"], "dice": scores["dice"], "miou": scores.get("miou"), "frames": scores["frames"],
         "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
         "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),

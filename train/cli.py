@@ -40,8 +40,9 @@ def register(sub) -> None:
 
     _register_import(sub)
 
-    e = sub.add_parser("evaluate", help="score a model (.keras, .onnx, .tflite) on a labelled split")
-    e.add_argument("model", help="run directory, .keras, .onnx or .tflite file")
+    e = sub.add_parser("evaluate", help="score a model (run, .keras, .h5, .onnx, .tflite) on a labelled split")
+    e.add_argument("model", help="run directory, .keras/.h5 with meta.json beside it, or an exported .onnx/.tflite "
+                   "(a model trained elsewhere: lunarseg import it first)")
     e.add_argument("--data", required=True)
     e.add_argument("--split", default="test", help="train | val | test")
     e.add_argument("--out", help="directory for the JSON report and the best/worst overlay grid")

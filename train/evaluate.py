@@ -13,6 +13,7 @@ from lunarseg.runtime.metrics import MetricAccumulator, iou
 from lunarseg.runtime.preprocess import probs_to_classes
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
+EVAL_BATCH = 16  # frames per engine call (the runtime splits a fixed-batch file's calls itself)
 SIZE_BUCKETS = (0, 16, 64, 256)  # true-rock component area in model-input pixels: lower bounds
 
 
@@ -125,37 +126,21 @@ def overlay_grid(x: np.ndarray, y: np.ndarray, pred: np.ndarray, scores: np.ndar
     return path
 
 
-def load_predictor(model_path: str | Path, threads: int = 0):
-    """(meta, predict(x float32 N×H×W×C) -> probabilities) for a .keras model or any exported file.
-
-    Keras models run through TensorFlow (the float baseline); .onnx/.tflite through the runtime.
-    """
-    from lunarseg.runtime.metadata import read_keras_meta
-
-    path = Path(model_path)
-    if path.is_dir() or path.suffix == ".keras":
-        from lunarseg.train.checkpoint import load_model, resolve_model
-
-        path, meta = resolve_model(path)
-        model = load_model(path)
-        return meta, lambda x: model.predict(x, batch_size=16, verbose=0)
-    from lunarseg.runtime.segmenter import Segmenter
-
-    seg = Segmenter.from_file(path, threads=threads or 1)
-    return seg.meta, seg.predict
-
-
 def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test", out_dir: str | Path | None = None,
              max_frames: int = 0) -> dict:
-    """IoU/Dice/precision/recall (per class for 4-class) on `split`, at the model's input size."""
+    """IoU/Dice/precision/recall (per class for 4-class) on `split`, at the model's input size, of any
+    form train.open_model opens (a run, a .keras with meta.json, an .onnx or .tflite artifact); only a
+    Keras model loads TensorFlow."""
+    from lunarseg.runtime.preprocess import normalise
     from lunarseg.train.data import load_split
-    from lunarseg.train.pipeline import normalise
+    from lunarseg.train.open_model import open_model
 
-    meta, predict = load_predictor(model_path)
+    model = open_model(model_path)
+    meta = model.meta
     arrays = load_split(data_dir, split, width=meta.width, height=meta.height, task=meta.task,
                         colour_mode=meta.colour_mode, max_frames=max_frames)
-    x = normalise(arrays.x, meta)
-    probs = np.concatenate([predict(x[i:i + 16]) for i in range(0, len(x), 16)], axis=0)
+    x = normalise(np.asarray(arrays.x), meta)
+    probs = np.concatenate([model.predict(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)], axis=0)
     report = score_arrays(probs, arrays.y, meta.task, meta.threshold)
     report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
     pred = to_classes(probs, meta.task, meta.threshold)
