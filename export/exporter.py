@@ -273,8 +273,9 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
 
 
 def _frames_at_size(meta: ModelMeta, native: ModelMeta, specs, frames: dict, qat: bool):
-    """(calibration inputs or None, validation inputs, labels or None) at `meta`'s input size."""
-    from lunarseg.train.pipeline import normalise
+    """(calibration inputs or None, validation inputs, labels or None) at `meta`'s input size, normalised
+    as the model's metadata says (the runtime's one definition)."""
+    from lunarseg.runtime.preprocess import normalise
 
     resized = (meta.width, meta.height) != (native.width, native.height)
     calib_x = None
@@ -282,13 +283,13 @@ def _frames_at_size(meta: ModelMeta, native: ModelMeta, specs, frames: dict, qat
         if not qat or frames["calib"] is not None or frames["data_dir"] is not None:
             calib_x = normalise(frames_mod.calibration_frames(
                 meta, calib=frames["calib"], data_dir=frames["data_dir"], count=frames["calib_frames"],
-                expected_hw=(native.height, native.width) if resized else None))
+                expected_hw=(native.height, native.width) if resized else None), meta)
     val = frames["val"]
     if val is not None and resized:
         val = frames_mod.resized_frames(val, meta.width, meta.height)
     x_u8, y_val, _ = frames_mod.validation_frames(meta, val=val, data_dir=frames["data_dir"],
                                                   max_frames=frames["val_frames"])
-    return calib_x, normalise(x_u8), y_val
+    return calib_x, normalise(x_u8, meta), y_val
 
 
 def _export_at_size(sized, native: ModelMeta, specs, width: int, height: int, source: dict, frames: dict,

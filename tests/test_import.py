@@ -250,6 +250,12 @@ def test_imported_mean_std_model_evaluates_exports_and_segments_like_keras(zoo, 
     assert main(["export", str(run), "--formats", "onnx-fp32,onnx-int8", "--data", str(synth),
                  "--calib-frames", "8", "--max-iou-drop", "1"]) == 0
     capsys.readouterr()
+    rows = {r["format"]: r for r in json.loads((run / "export" / "manifest.json").read_text())["artifacts"]}
+    from lunarseg.train.evaluate import evaluate
+
+    # Parity and calibration fed Keras the metadata's mean/std inputs: its IoU there is evaluate's on val.
+    parity = rows["onnx-fp32"]["parity"]
+    assert parity["keras_iou"] == pytest.approx(evaluate(run, synth, split="val", max_frames=parity["frames"])["iou"], abs=1e-6)
     frame = imageio.read_image(sorted((synth / "images" / "render").glob("*.png"))[0])
     pixels = imageio.to_model_pixels(frame, (SIZE, SIZE), "rgb").astype(np.float32)
     by_hand = ((pixels / 255.0 - 0.45) / 0.2)[None]  # the user's own pre-processing
