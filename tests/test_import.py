@@ -266,3 +266,52 @@ def test_imported_mean_std_model_evaluates_exports_and_segments_like_keras(zoo, 
     assert np.abs(runtime_probs - keras_probs).max() <= 1e-4
     assert main(["segment", str(run / "export" / "onnx-int8.onnx"), str(sorted((synth / "images" / "render").glob("*.png"))[0]),
                  "--out", str(tmp_path / "seg")]) == 0
+
+
+# ---- each foreign form: import → evaluate → prune → export every format → runtime equals the original ----
+
+CHAIN = {  # name: (zoo file, import flags, how the user pre-processes a uint8 frame H×W×C for the original model)
+    "notebook-h5": ("h5", [], lambda p: p / 255.0),
+    "kaggle-4class": ("cls4", [], lambda p: p / 255.0),
+    "keras3": ("keras3", [], lambda p: p / 255.0),
+    "mean-std": ("h5", ["--mean", "0.45", "--std", "0.2"], lambda p: (p / 255.0 - 0.45) / 0.2),
+}
+
+
+def _original_probs(name, path, x):
+    if name == "keras3":
+        import keras as k3
+
+        return np.asarray(k3.models.load_model(path)(x, training=False))
+    return _probs(keras.models.load_model(path), x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CHAIN))
+def test_every_foreign_form_goes_through_the_whole_chain_and_the_runtime_equals_the_original(name, zoo, synth, tmp_path):
+    from lunarseg.export.exporter import export_model
+    from lunarseg.export.formats import FORMATS
+    from lunarseg.runtime.segmenter import Segmenter
+    from lunarseg.train.evaluate import evaluate
+
+    key, flags, by_hand = CHAIN[name]
+    run = tmp_path / "run"
+    assert main(["import", str(zoo[key]), "--out", str(run), *flags]) == 0
+    assert 0.0 <= evaluate(run, synth, split="test")["iou"] <= 1.0
+    pruned = compress(run, CompressConfig(sparsity=0.5, epochs=1, batch_size=8), data_dir=synth, verbose=0)
+    assert pruned["sparsity"] > 0.2
+    records = export_model(run, "all", data_dir=synth, calib_frames=8, max_iou_drop=1.0)
+    records += export_model(run / "compressed" / "pruned50", "onnx-int8,tflite-int8", data_dir=synth, calib_frames=8,
+                            max_iou_drop=1.0)
+    assert {r.format for r in records[:-2]} == set(FORMATS) and all(r.ok for r in records), [r.error for r in records]
+    meta = read_keras_meta(run / "model.keras")
+    frame = imageio.read_image(sorted((synth / "images" / "render").glob("*.png"))[0])
+    pixels = imageio.to_model_pixels(frame, (SIZE, SIZE), meta.colour_mode).astype(np.float32)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    original = _original_probs(name, zoo[key], by_hand(pixels)[None].astype(np.float32))
+    for r in records:
+        seg = Segmenter.from_file(r.file)
+        got = seg.predict(preprocess.prepare(frame, seg.meta)[None])
+        assert got.shape == original.shape and np.isfinite(got).all()
+        if r.variant == "base" and r.format in ("onnx-fp32", "tflite-fp32"):
+            assert np.abs(got - original).max() <= 1e-4, r.format
