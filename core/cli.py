@@ -57,6 +57,17 @@ def _require_tensorflow(command: str) -> None:
                                    "pip install 'lunarseg[train]'") from None
 
 
+def needs_tensorflow(args) -> bool:
+    """A TensorFlow subcommand, unless it only evaluates an exported .onnx/.tflite file (the runtime opens those)."""
+    if args.command not in TENSORFLOW_COMMANDS:
+        return False
+    if args.command == "evaluate":
+        from lunarseg.runtime.backends import SUFFIXES
+
+        return os.path.splitext(str(args.model))[1].lower() not in SUFFIXES
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; known failures print one line and return a non-zero code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command in TENSORFLOW_COMMANDS:
+        if needs_tensorflow(args):
             _require_tensorflow(args.command)
         code = args.func(args)
     except LunarsegError as exc:

@@ -143,3 +143,13 @@ def test_opening_and_evaluating_an_exported_file_loads_no_tensorflow(zoo, form):
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["heavy"] == [] and got["shape"] == [2, H, W, 1] and 0 < got["iou"] < 1
+
+
+@pytest.mark.parametrize("form", [".onnx", ".tflite"])
+def test_lunarseg_evaluate_of_an_exported_file_runs_where_tensorflow_is_not_installed(zoo, form):
+    from test_cli_runtime_only import HIDE_TF
+
+    done = subprocess.run([sys.executable, "-c", HIDE_TF, "evaluate", str(zoo["files"][form]), "--data", str(zoo["data"])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "IoU" in done.stdout
