@@ -17,7 +17,6 @@ def test_runtime_bench_reports_overhead_cold_start_rss_and_soak_for_each_engine(
     res = runtime_bench.run(models[name], frames=5, soak=30, out=str(tmp_path), cold_runs=1, backend=backend)
     o, c, s = res["overhead"], res["cold_start"], res["soak"]
     assert o["engine_ms_median"] > 0 and o["segment_ms_median"] >= o["preprocess_ms_median"]
-    assert o["overhead_pct"] == pytest.approx(100 * o["overhead_ms"] / o["engine_ms_median"])
     assert c["cold_start_s"] > 0 and c["peak_rss_mb"] > 0 and c["heavy_modules"] == []
     assert s["frames"] == 30 and s["failed"] == 0
     assert set(res["pass"]) == {"overhead_pct", "cold_start_s", "cold_peak_rss_mb", "soak_rss_growth_mb", "soak_failed"}
@@ -31,10 +30,7 @@ def test_overhead_table_reports_pre_post_engine_and_share_per_artifact_and_flags
     assert code == 0
     rows = json.loads((tmp_path / "runtime_overhead.json").read_text())["rows"]
     assert [r["backend"] for r in rows] == ["litert", "onnxruntime"]
-    for r in rows:
-        share = 100 * (r["preprocess_ms_median"] + r["postprocess_ms_median"]) / r["engine_ms_median"]
-        assert r["overhead_share_pct"] == pytest.approx(share)
-        assert r["over_target"] == (share > runtime_bench.TARGETS["overhead_pct"])
+    assert all(r["over_target"] == (r["overhead_share_pct"] > runtime_bench.TARGETS["overhead_pct"]) for r in rows)
     text = (tmp_path / "runtime_overhead.md").read_text()
     assert text.count("\n| ") == 2 and ("OVER" in text or "| ok |" in text)
 
@@ -46,3 +42,29 @@ def test_overhead_markdown_flags_a_row_over_fifteen_percent():
            "frame_channels": 3}
     assert "| 20.0 % (15.0 %) | OVER |" in runtime_bench.overhead_markdown([row])
     assert "| ok |" in runtime_bench.overhead_markdown([{**row, "overhead_share_pct": 9.0, "over_target": False}])
+
+
+class _FakeSegmenter:
+    """Known timings: each segment() reports pre 1.0 ms, post 0.5 ms (0.25 without the frame mask), total 12 ms."""
+
+    def __init__(self):
+        from lunarseg.runtime.metadata import ModelMeta
+
+        self.meta = ModelMeta(input_shape=[1, 32, 48, 1])
+
+    def segment(self, frame, frame_mask=True):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(timings_ms={"total": 12.0, "preprocess": 1.0, "postprocess": 0.5 if frame_mask else 0.25})
+
+
+def test_overhead_is_segment_minus_engine_and_the_share_is_pre_plus_post_over_engine(monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr(runtime_bench, "bare_engine_call", lambda seg, x: (lambda: None))
+    monkeypatch.setattr(runtime_bench, "_ms", lambda f: 10.0)  # the engine call: 10 ms
+    o = runtime_bench.measure_overhead(_FakeSegmenter(), [np.zeros((48, 72), np.uint8)] * 2, n=5)
+    assert (o["engine_ms_median"], o["overhead_ms"], o["overhead_pct"]) == (10.0, 2.0, 20.0)
+    assert (o["overhead_share_pct"], o["overhead_share_planner_pct"]) == (15.0, 12.5)
+    assert o["over_target"] is False  # 15 % is the target itself, not over it
+    assert o["frame_hw"] == [48, 72] and o["frame_channels"] == 1 and o["frames"] == 5
