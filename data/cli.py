@@ -44,14 +44,18 @@ def _int_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """(width, height) from 'WIDTHxHEIGHT'; ConfigError for anything else or sides under MIN_SIDE."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+def parse_size(text: str, flag: str = "--size", *, min_side: int = MIN_SIDE, square_ok: bool = False) -> tuple[int, int]:
+    """(width, height) from 'WIDTHxHEIGHT' (or one number for a square when `square_ok`): the one size
+    parser of every command; ConfigError naming `flag` for anything else or sides under `min_side`."""
+    single = re.fullmatch(r"\s*(\d+)\s*", str(text)) if square_ok else None
+    match = single or re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     if not match:
-        raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 720x480")
-    width, height = int(match.group(1)), int(match.group(2))
-    if min(width, height) < MIN_SIDE:
-        raise ConfigError(f"--size {text!r}: width and height must be at least {MIN_SIDE} pixels")
+        example = "128 or 192x128" if square_ok else "720x480"
+        raise ConfigError(f"{flag} {text!r}: expected WIDTHxHEIGHT{' or one number' if square_ok else ''}, e.g. {example}")
+    width = int(match.group(1))
+    height = width if single else int(match.group(2))
+    if min(width, height) < min_side:
+        raise ConfigError(f"{flag} {text!r}: width and height must be at least {min_side} pixel{'s' if min_side > 1 else ''}")
     return width, height
 
 

@@ -114,3 +114,14 @@ def test_preview_of_a_tree_with_a_corrupt_frame_names_it(tmp_path, capsys):
     write_file(tmp_path / "images" / "render" / "render0001.png", b"\x89PNG\r\n\x1a\n garbage")
     line = _one_line_error(capsys, "data", "preview", str(tmp_path), "--out", str(tmp_path / "g.png"))
     assert "render0001.png" in line and "corrupt" in line
+
+
+def test_one_size_parser_names_the_flag_and_takes_a_square_only_where_allowed():
+    from lunarseg.data.cli import parse_size
+    from lunarseg.runtime.errors import ConfigError
+
+    assert parse_size("720x480") == (720, 480) and parse_size("128", min_side=1, square_ok=True) == (128, 128)
+    with pytest.raises(ConfigError, match=r"^--size '128': expected WIDTHxHEIGHT, e.g. 720x480$"):
+        parse_size("128")
+    with pytest.raises(ConfigError, match=r"^--crop '0x4': width and height must be at least 1 pixel$"):
+        parse_size("0x4", "--crop", min_side=1, square_ok=True)

@@ -113,7 +113,7 @@ def _split_names(text):
 
 def _import(args) -> int:
     from lunarseg.runtime.errors import ConfigError
-    from lunarseg.train.config import parse_size
+    from lunarseg.data.cli import parse_size
     from lunarseg.train.importer import ImportOptions, import_model
     from lunarseg.train.tf_env import import_tensorflow_quietly
 
@@ -123,7 +123,7 @@ def _import(args) -> int:
     except ImportError as exc:
         raise ConfigError(f"needs TensorFlow ({exc.name or 'tensorflow'} is not installed): pip install 'lunarseg[train]'") from None
     opts = ImportOptions(task=args.task, classes=_split_names(args.classes), rock_classes=_split_names(args.rock_classes),
-                         colour=args.colour, size=parse_size(args.size) if args.size else None, scale=args.scale,
+                         colour=args.colour, size=parse_size(args.size, min_side=1, square_ok=True) if args.size else None, scale=args.scale,
                          offset=args.offset, mean=args.mean, std=args.std, threshold=args.threshold)
     s = import_model(args.model, args.out, opts)
     norm = s["normalisation"]
@@ -135,10 +135,11 @@ def _import(args) -> int:
 
 
 def config_from_args(args):
-    from lunarseg.train.config import TrainConfig, parse_size
+    from lunarseg.data.cli import parse_size
+    from lunarseg.train.config import TrainConfig
 
-    width, height = parse_size(args.size)
-    crop = (0, 0) if args.crop in ("0", "") else parse_size(args.crop)
+    width, height = parse_size(args.size, min_side=1, square_ok=True)
+    crop = (0, 0) if args.crop in ("0", "") else parse_size(args.crop, "--crop", min_side=1, square_ok=True)
     return TrainConfig(width=width, height=height, arch=args.arch, crop_width=crop[0], crop_height=crop[1], depth=args.depth, filters=args.filters, colour_mode=args.colour,
                        task=args.task, batchnorm=not args.no_batchnorm, dropout=args.dropout, loss=args.loss,
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, patience=args.patience,

@@ -118,16 +118,3 @@ def check_input_size(width: int, height: int, depth: int) -> None:
             f"input size {width}x{height} does not fit a depth-{depth} U-Net: sides must be multiples of "
             f"{step} ({', '.join(bad)}; nearest that work: {hints})"
         )
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'128' -> (128, 128); '192x128' -> (192, 128) as (width, height)."""
-    try:
-        parts = [int(p) for p in str(text).lower().split("x")]
-    except ValueError:
-        raise ConfigError(f"size {text!r} is not WIDTHxHEIGHT or a single number (e.g. 128 or 192x128)") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise ConfigError(f"size {text!r} is not WIDTHxHEIGHT or a single number (e.g. 128 or 192x128)")
-    return parts[0], parts[1]
