@@ -6,6 +6,7 @@ import argparse
 
 def register(sub) -> None:
     """Add this layer's subcommands to the top-level parser."""
+    from lunarseg.benchmarks.select import BOARD_ENGINES, OBJECTIVES
     b = sub.add_parser("bench", help="accuracy/speed/size table of every exported artifact, with a limit gate "
                        "(TensorFlow only for a run's Keras baseline)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("paths", nargs="+", metavar="PATH", help="run directories (model.keras + export/manifest.json), "
@@ -33,9 +34,9 @@ def register(sub) -> None:
     s = sub.add_parser("select", help="pick the best benchmarked artifact within an IoU budget; copy it to RUN/deploy/")
     s.add_argument("run")
     s.add_argument("--max-iou-drop", type=float, required=True)
-    s.add_argument("--objective", default="latency", help="latency | size")
+    s.add_argument("--objective", default="latency", help=" | ".join(OBJECTIVES))
     s.add_argument("--engines", help="choose among rows measured on these engines (comma-separated), or 'board' "
-                   "for the ones an aarch64 board installs (onnxruntime, litert); default: any")
+                   f"for the ones an aarch64 board installs ({', '.join(BOARD_ENGINES)}); default: any")
     s.set_defaults(func=_select)
 
 

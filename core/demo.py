@@ -87,8 +87,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic data",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="demo_out", help="output directory")
-    p.add_argument("--profile", default="budget", help="budget (fits --budget-min, `make demo`) | full (the "
-                   "README's numbers, ~75 min on 2 cores) | quick (tiny CI smoke run, ~2 min)")
+    p.add_argument("--profile", default="budget", help=" | ".join(PROFILES) + ": budget fits --budget-min (`make "
+                   "demo`), full trains longest (`make demo-full`), quick is the CI smoke run")
     p.add_argument("--quick", action="store_true", help="same as --profile quick")
     p.add_argument("--budget-min", type=float, help="minutes the demo may take (install excluded); 0 = the "
                    "profile's fixed epochs (default: the profile's, 16 for budget)")

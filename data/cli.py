@@ -12,6 +12,7 @@ MIN_SIDE = 16
 
 def register(sub) -> None:
     """Add the `data` subcommand and its `synth`, `check` and `preview` actions."""
+    from lunarseg.data.loader import MASK_KINDS
     data = sub.add_parser("data", help="synthetic lunar scenes; check and preview a dataset root")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda args: data.print_help() or 2)
@@ -26,7 +27,7 @@ def register(sub) -> None:
 
     check = actions.add_parser("check", help="list every problem in a dataset root; exit 1 if any")
     check.add_argument("root")
-    check.add_argument("--mask-kind", default="clean", help="clean (falls back to ground) or ground")
+    check.add_argument("--mask-kind", default="clean", help=" | ".join(MASK_KINDS) + " (clean falls back to ground)")
     check.add_argument("--sample", type=_int_arg, default=0, help="decode only N evenly spaced frames (0 = all)")
     check.set_defaults(func=_check)
 

@@ -8,7 +8,10 @@ import json
 
 def register(sub) -> None:
     """Add this layer's subcommands to the top-level parser."""
-    from lunarseg.train.config import ARCHITECTURES, LOSSES
+    from lunarseg.data.loader import COLOUR_MODES
+    from lunarseg.data.splits import SPLIT_NAMES
+    from lunarseg.runtime.masks import CLASS_NAMES
+    from lunarseg.train.config import ARCHITECTURES, LOSSES, STRATEGIES
 
     p = sub.add_parser("train", help="train the U-Net on a dataset root (synthetic or the Kaggle layout)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -19,13 +22,13 @@ def register(sub) -> None:
     p.add_argument("--size", default="128", help="model input WIDTHxHEIGHT or one number for square")
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--task", default="binary", help="binary | 4class")
+    p.add_argument("--task", default="binary", help=" | ".join(CLASS_NAMES))
     p.add_argument("--loss", default="bce-dice", choices=LOSSES, help="pixel loss (+ region term)")
     p.add_argument("--arch", default="unet", choices=ARCHITECTURES,
                    help="unet: 3x3 convolutions; ds-unet: depthwise-separable below full resolution")
     p.add_argument("--crop", default="0", help="train on random crops WIDTHxHEIGHT of the --size frames "
                    "(0 = whole frames): finer scale at the cost of one crop per step")
-    p.add_argument("--colour", default="gray", help="gray | rgb")
+    p.add_argument("--colour", default="gray", help=" | ".join(COLOUR_MODES))
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine-decayed)")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--no-batchnorm", action="store_true")
@@ -34,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--rotate", action="store_true", help="also augment with vertical flips and 90° rotations")
     p.add_argument("--max-frames", type=int, default=0, help="cap frames per split (0 = all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", default="default", help="default | mirrored | multi-worker (reads TF_CONFIG)")
+    p.add_argument("--strategy", default="default", help=" | ".join(STRATEGIES) + " (multi-worker reads TF_CONFIG)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=_train)
 
@@ -44,7 +47,7 @@ def register(sub) -> None:
     e.add_argument("model", help="run directory, .keras/.h5 with meta.json beside it, or an exported .onnx/.tflite "
                    "(a model trained elsewhere: lunarseg import it first)")
     e.add_argument("--data", required=True)
-    e.add_argument("--split", default="test", help="train | val | test")
+    e.add_argument("--split", default="test", help=" | ".join(SPLIT_NAMES))
     e.add_argument("--out", help="directory for the JSON report and the best/worst overlay grid")
     e.add_argument("--max-frames", type=int, default=0)
     e.set_defaults(func=_evaluate)
