@@ -18,6 +18,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,9 @@ from lunarseg.export.formats import FormatSpec, resolve_formats
 from lunarseg.export.manifest import MANIFEST_NAME, merge_manifest
 from lunarseg.export.parity import check_gate, compare, latency_ms
 from lunarseg.runtime import atomic
-from lunarseg.runtime.errors import ConfigError, GateError, LunarsegError, ModelFileError, unknown_key
+from lunarseg.runtime.errors import ConfigError, GateError, LunarsegError, ModelFileError, one_line, unknown_key
+
+_error_line = partial(one_line, limit=300, with_type=True)  # an artifact record's error field
 from lunarseg.runtime.metadata import METADATA_KEY, ModelMeta, embed_tflite_metadata
 
 __all__ = ["ArtifactRecord", "export_model", "export_run", "embed_metadata", "locate_source", "BASE_VARIANT"]
@@ -95,11 +98,6 @@ def _rel(path: Path, run_dir: Path) -> str:
         return str(path.resolve().relative_to(run_dir.resolve()))
     except ValueError:
         return str(path.resolve())
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
 
 
 # ---- metadata --------------------------------------------------------------------------------
@@ -185,11 +183,11 @@ def _export_one(spec: FormatSpec, ctx: BuildContext, *, out_path: Path, run_dir:
         if built.notes:
             rec.parity["notes"] = dict(built.notes)
     except GateError as exc:
-        rec.error = _one_line(exc)
+        rec.error = _error_line(exc)
         rec.seconds = round(time.perf_counter() - t0, 2)
         return rec
     except Exception as exc:  # a converter can throw anything; record it, go on
-        rec.error = _one_line(exc if isinstance(exc, LunarsegError) else ConversionError(_one_line(exc)))
+        rec.error = _error_line(exc if isinstance(exc, LunarsegError) else ConversionError(_error_line(exc)))
         rec.seconds = round(time.perf_counter() - t0, 2)
         return rec
     try:
@@ -203,9 +201,9 @@ def _export_one(spec: FormatSpec, ctx: BuildContext, *, out_path: Path, run_dir:
         check_gate(spec, rec.parity, max_iou_drop, qat=ctx.qat)
         rec.status = "ok"
     except GateError as exc:
-        rec.error = _one_line(exc)
+        rec.error = _error_line(exc)
     except Exception as exc:  # the runtime refused the file it was given: that is a failed artifact too
-        rec.error = _one_line(exc)
+        rec.error = _error_line(exc)
     rec.seconds = round(time.perf_counter() - t0, 2)
     return rec
 

@@ -21,14 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.export.context import BuildContext, Built, ConversionError
+from lunarseg.runtime.errors import one_line
 
 OPSET = 17
 INPUT_NAME = "image"
 _COUNTER = re.compile(r"__(\d+)")
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    return " ".join(str(exc).split())[:limit]
 
 
 def canonical_names(proto) -> None:
@@ -93,7 +90,7 @@ def fp32_proto(ctx: BuildContext):
     try:
         proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=OPSET)
     except Exception as exc:
-        raise ConversionError(f"tf2onnx from_keras failed ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ConversionError(f"tf2onnx from_keras failed ({type(exc).__name__}: {one_line(exc)})") from None
     canonical_names(proto)
     ctx.cache["onnx-fp32"] = proto.SerializeToString()
     return proto
@@ -144,7 +141,7 @@ def build_int8_static(ctx: BuildContext) -> Built:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception as exc2:
             raise ConversionError(f"onnx-int8: quant_pre_process failed ({type(exc2).__name__}: "
-                                  f"{_first_line(exc2)})") from None
+                                  f"{one_line(exc2)})") from None
 
     reader = type("Reader", (_FramesReader, CalibrationDataReader), {})(ctx.calib, INPUT_NAME)
     try:
@@ -152,7 +149,7 @@ def build_int8_static(ctx: BuildContext) -> Built:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     except Exception as exc:
-        raise ConversionError(f"onnx-int8: quantize_static failed ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ConversionError(f"onnx-int8: quantize_static failed ({type(exc).__name__}: {one_line(exc)})") from None
     q = onnx.load(str(out))
     quant = {"mode": "int8", "source": "post-training", "scheme": "qdq-per-channel",
              "activations": "uint8", "weights": "int8", "calibration": "minmax",
@@ -171,7 +168,7 @@ def build_int8_from_tflite(ctx: BuildContext) -> Built:
     try:
         proto, _ = tf2onnx.convert.from_tflite(str(path), opset=OPSET)
     except Exception as exc:
-        raise ConversionError(f"tf2onnx from_tflite failed ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ConversionError(f"tf2onnx from_tflite failed ({type(exc).__name__}: {one_line(exc)})") from None
     rename_input(proto)
     quant = {"mode": "int8", "source": "qat" if ctx.qat else "post-training", "scheme": "qdq-from-tflite",
              "calibration_frames": 0 if ctx.calib is None else int(len(ctx.calib))}

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from lunarseg.runtime.errors import ModelFileError, unknown_key
+from lunarseg.runtime.errors import ModelFileError, one_line, unknown_key
 from lunarseg.runtime.metadata import ModelMeta, read_onnx_metadata_map, read_tflite_metadata
 
 __all__ = ["Backend", "OnnxBackend", "LiteRTBackend", "OpenVINOBackend", "BACKENDS", "DEFAULT_BACKEND",
@@ -65,11 +65,6 @@ def _read_model_bytes(path: Path) -> bytes:
     return data
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text[:limit] + ("…" if len(text) > limit else "")
-
-
 class OnnxBackend(Backend):
     """onnxruntime, CPU: intra-op threads = `threads`, inter-op 1, all graph optimisations, sequential."""
 
@@ -95,7 +90,7 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # InvalidProtobuf, Fail, InvalidGraph, …
             raise ModelFileError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: "
-                                 f"{_first_line(exc)})") from None
+                                 f"{one_line(exc)})") from None
         self.meta = read_onnx_metadata_map(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
@@ -110,7 +105,7 @@ class OnnxBackend(Backend):
                 out_shape = list(self._raw(probe).shape)
             except Exception as exc:
                 raise ModelFileError(f"{self.path}: model does not run on a {probe.shape} input "
-                                     f"({type(exc).__name__}: {_first_line(exc)})") from None
+                                     f"({type(exc).__name__}: {one_line(exc)})") from None
         self.check_shapes(in_shape, out_shape)
         b = in_shape[0]
         self.batch = int(b) if isinstance(b, int) and b > 0 else None
@@ -142,7 +137,7 @@ class LiteRTBackend(Backend):
             self.interp.allocate_tensors()
         except Exception as exc:  # ValueError "not a valid Flatbuffer buffer", RuntimeError on bad ops
             raise ModelFileError(f"{self.path}: not a valid TFLite model ({type(exc).__name__}: "
-                                 f"{_first_line(exc)})") from None
+                                 f"{one_line(exc)})") from None
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or len(outs) < 1:
             raise ModelFileError(f"{self.path}: expected one input and one output, got {len(ins)} and {len(outs)}")
@@ -217,7 +212,7 @@ class OpenVINOBackend(Backend):
             model = core.read_model(str(self.path))
         except Exception as exc:
             raise ModelFileError(f"{self.path}: not a valid ONNX model for OpenVINO ({type(exc).__name__}: "
-                                 f"{_first_line(exc)})") from None
+                                 f"{one_line(exc)})") from None
         self.meta = read_onnx_metadata_map(_openvino_metadata_props(model), str(self.path))
         if len(model.inputs) != 1 or len(model.outputs) < 1:
             raise ModelFileError(f"{self.path}: expected one input and one output, got {len(model.inputs)} and "
@@ -234,7 +229,7 @@ class OpenVINOBackend(Backend):
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise ModelFileError(f"{self.path}: OpenVINO cannot compile this model ({type(exc).__name__}: "
-                                 f"{_first_line(exc)})") from None
+                                 f"{one_line(exc)})") from None
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(0)
         self.batch = 1

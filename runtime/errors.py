@@ -36,3 +36,11 @@ class GateError(LunarsegError):
 def unknown_key(kind: str, key: str, valid) -> ConfigError:
     """The error for a registry miss; it lists the valid keys."""
     return ConfigError(f"unknown {kind} {key!r}; valid: {', '.join(sorted(valid))}")
+
+
+def one_line(exc: BaseException, limit: int = 200, with_type: bool = False) -> str:
+    """An exception's message on one line (whitespace collapsed), cut at `limit` characters with '…';
+    with its type name first when `with_type` (for messages wrapped from other libraries)."""
+    text = " ".join(str(exc).split())
+    text = text[:limit] + ("…" if len(text) > limit else "")
+    return f"{type(exc).__name__}: {text}" if with_type else text

@@ -97,3 +97,12 @@ def test_explicit_matching_backend_and_threads_work(models):
 def test_openvino_refuses_files_without_metadata_and_with_lying_metadata(models):
     assert "carries no lunarseg metadata" in _refused(models["nometa.onnx"], backend="openvino")
     assert "metadata disagrees with the model" in _refused(models["badshape.onnx"], backend="openvino")
+
+
+def test_one_line_collapses_a_library_message_cuts_it_and_can_name_its_type():
+    from lunarseg.runtime.errors import one_line
+
+    exc = ValueError("first line\n  second\tline " + "x" * 300)
+    assert one_line(exc, limit=23) == "first line second line …"
+    assert one_line(ValueError("short"), with_type=True) == "ValueError: short"
+    assert "\n" not in one_line(exc) and len(one_line(exc)) == 201
