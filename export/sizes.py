@@ -41,10 +41,7 @@ def _one(text: str, depth: int | None) -> tuple[int, int]:
     from lunarseg.data.cli import parse_size
     from lunarseg.train.config import check_input_size
 
-    try:
-        width, height = parse_size(text)
-    except ConfigError as exc:  # its message names --size; keep its rule, name our flag
-        raise ConfigError(f"{FLAG} {text.strip()!r}: {str(exc).partition(': ')[2] or exc}") from None
+    width, height = parse_size(text.strip(), FLAG)
     if max(width, height) > MAX_SIDE:
         raise ConfigError(f"{FLAG} {text.strip()!r}: each side must be at most {MAX_SIDE} pixels")
     if depth is not None:
