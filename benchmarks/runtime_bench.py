@@ -60,30 +60,6 @@ def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0, gray: bool = False) -> 
     return frames
 
 
-def bare_engine_call(seg: Segmenter, x: np.ndarray):
-    """A closure running only the engine on an already prepared (and quantized) tensor."""
-    b = seg.backend
-    if seg.backend_name == "openvino":
-        xin = np.ascontiguousarray(x, np.float32)
-        return lambda: b.request.infer({0: xin})
-    if seg.backend_name == "onnxruntime":
-        feed = {b.input_name: np.ascontiguousarray(x, np.float32)}
-        names = [b.output_name]
-        return lambda: b.session.run(names, feed)
-    xin = np.ascontiguousarray(x, np.float32)
-    if b.in_q is not None:
-        scale, zero = b.in_q
-        info = np.iinfo(b.inp["dtype"])
-        xin = np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(b.inp["dtype"])
-    it, i_idx, o_idx = b.interp, b.inp["index"], b.out["index"]
-
-    def call():
-        it.set_tensor(i_idx, xin)
-        it.invoke()
-        return it.get_tensor(o_idx)
-    return call
-
-
 def _ms(f) -> float:
     t = time.perf_counter()
     f()
@@ -94,7 +70,7 @@ def measure_overhead(seg: Segmenter, frames: list[np.ndarray], n: int) -> dict:
     """Median engine, pre and post ms over n interleaved frames; post both with the frame-size mask
     (the default `segment`) and as a planner calls it (stats + model-size mask, frame_mask=False)."""
     x = preprocess.prepare(frames[0], seg.meta)[None]
-    bare = bare_engine_call(seg, x)
+    bare = seg.backend.engine_call(x)  # the engine alone, input already quantized
     for f in frames[:3]:  # warm-up
         bare()
         seg.segment(f)

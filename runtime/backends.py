@@ -23,15 +23,45 @@ __all__ = ["Backend", "OnnxBackend", "LiteRTBackend", "OpenVINOBackend", "BACKEN
 
 
 class Backend:
-    """An opened model: `.meta`, `.name`, `.path`, `.batch` (fixed batch size or None), `run(x)`."""
+    """An opened model: `.meta`, `.name`, `.path`, `.batch` (fixed batch size or None), `run(x)`.
+
+    An engine subclass supplies `_invoke` (the engine alone, on the tensor `_prepare` made) and, where
+    its tensors are quantized, `_prepare` (float32 → engine input) and `dequantize` (engine output →
+    float32); `run` and `engine_call` are those steps, so each exists once.
+    """
 
     name = "?"
     suffix = "?"
     meta: ModelMeta
     batch: int | None = 1
 
-    def run(self, x: np.ndarray) -> np.ndarray:  # float32 N×H×W×C → float32 N×H×W×K
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """float32 N×H×W×C → float32 N×H×W×K."""
+        return self.dequantize(self._invoke(self._prepare(x)))
+
+    def engine_call(self, x: np.ndarray) -> Callable[[], object]:
+        """A zero-argument callable that runs only the engine on `x`, an already prepared (normalised)
+        float32 N×H×W×C tensor, and returns the engine's raw output (`dequantize` of it equals `run(x)`).
+
+        It exists for timing the engine alone (benchmarks): `x` is converted — quantized, with the
+        backend's own quantization — once, here, so the callable does none of that work. It stays valid
+        while the backend runs no batch of another size in between.
+        """
+        xin = self._prepare(x)
+        invoke = self._invoke
+        return lambda: invoke(xin)
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        """The engine's input tensor for float32 `x` (float engines: contiguous float32)."""
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _invoke(self, xin: np.ndarray):
+        """The engine alone on a tensor from `_prepare`: its raw output."""
         raise NotImplementedError
+
+    def dequantize(self, y) -> np.ndarray:
+        """The engine's raw output as float32 probabilities (float engines: a float32 view)."""
+        return np.asarray(y, dtype=np.float32)
 
     def check_shapes(self, in_shape, out_shape) -> None:
         """Refuse metadata that disagrees with the model's real tensors (dims that are known)."""
@@ -96,13 +126,14 @@ class OnnxBackend(Backend):
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelFileError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self._output_names = [self.output_name]
         if inputs[0].type != "tensor(float)":
             raise ModelFileError(f"{self.path}: model input type is {inputs[0].type}; lunarseg models take float32")
         in_shape, out_shape = list(inputs[0].shape), list(outputs[0].shape)
         if not all(isinstance(d, int) for d in out_shape[1:]):  # symbolic output dims: run once to see
             probe = np.zeros([1, self.meta.height, self.meta.width, self.meta.channels], np.float32)
             try:
-                out_shape = list(self._raw(probe).shape)
+                out_shape = list(self._invoke(probe).shape)
             except Exception as exc:
                 raise ModelFileError(f"{self.path}: model does not run on a {probe.shape} input "
                                      f"({type(exc).__name__}: {one_line(exc)})") from None
@@ -110,11 +141,8 @@ class OnnxBackend(Backend):
         b = in_shape[0]
         self.batch = int(b) if isinstance(b, int) and b > 0 else None
 
-    def _raw(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: x})[0]
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._raw(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float32)
+    def _invoke(self, xin: np.ndarray) -> np.ndarray:
+        return self.session.run(self._output_names, {self.input_name: xin})[0]
 
 
 class LiteRTBackend(Backend):
@@ -170,18 +198,22 @@ class LiteRTBackend(Backend):
             self.interp.allocate_tensors()
             self._allocated_batch = n
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        """Resize a dynamic batch to x's, and quantize x where the input tensor is int8/uint8."""
         if self.dynamic_batch:
             self._resize(x.shape[0])
         if self.in_q is None:
-            xin = np.ascontiguousarray(x, dtype=np.float32)
-        else:
-            scale, zero = self.in_q
-            info = np.iinfo(self.inp["dtype"])
-            xin = np.clip(np.rint(x / np.float32(scale)) + zero, info.min, info.max).astype(self.inp["dtype"])
+            return np.ascontiguousarray(x, dtype=np.float32)
+        scale, zero = self.in_q
+        info = np.iinfo(self.inp["dtype"])
+        return np.clip(np.rint(x / np.float32(scale)) + zero, info.min, info.max).astype(self.inp["dtype"])
+
+    def _invoke(self, xin: np.ndarray) -> np.ndarray:
         self.interp.set_tensor(self.inp["index"], xin)
         self.interp.invoke()
-        y = self.interp.get_tensor(self.out["index"])
+        return self.interp.get_tensor(self.out["index"])
+
+    def dequantize(self, y) -> np.ndarray:
         if self.out_q is None:
             return np.asarray(y, dtype=np.float32)
         scale, zero = self.out_q
@@ -234,9 +266,8 @@ class OpenVINOBackend(Backend):
         self.output = self.compiled.output(0)
         self.batch = 1
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        out = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.asarray(out[self.output], dtype=np.float32)
+    def _invoke(self, xin: np.ndarray):
+        return self.request.infer({0: xin})[self.output]
 
 
 def _openvino_metadata_props(model) -> dict[str, str]:

@@ -48,9 +48,12 @@ class _FakeSegmenter:
     """Known timings: each segment() reports pre 1.0 ms, post 0.5 ms (0.25 without the frame mask), total 12 ms."""
 
     def __init__(self):
+        from types import SimpleNamespace
+
         from lunarseg.runtime.metadata import ModelMeta
 
         self.meta = ModelMeta(input_shape=[1, 32, 48, 1])
+        self.backend = SimpleNamespace(engine_call=lambda x: (lambda: None))
 
     def segment(self, frame, frame_mask=True):
         from types import SimpleNamespace
@@ -61,7 +64,6 @@ class _FakeSegmenter:
 def test_overhead_is_segment_minus_engine_and_the_share_is_pre_plus_post_over_engine(monkeypatch):
     import numpy as np
 
-    monkeypatch.setattr(runtime_bench, "bare_engine_call", lambda seg, x: (lambda: None))
     monkeypatch.setattr(runtime_bench, "_ms", lambda f: 10.0)  # the engine call: 10 ms
     o = runtime_bench.measure_overhead(_FakeSegmenter(), [np.zeros((48, 72), np.uint8)] * 2, n=5)
     assert (o["engine_ms_median"], o["overhead_ms"], o["overhead_pct"]) == (10.0, 2.0, 20.0)
