@@ -17,19 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lunarseg.runtime.procstatus import status_mb
+
 TRAINING_MODULES = ("tensorflow", "tf_keras", "keras")
 # One rule for every artifact, whatever its input size: the runtime's own frame-size mask (the model
 # output resized back, nearest) against the label at the label's resolution, pixels pooled over frames.
 IOU_RULE = ("rock IoU/Dice of the runtime's mask resized back to the label's own resolution (nearest, "
             "runtime.preprocess.mask_to_frame_size) against the label, pixel counts pooled over all frames")
-
-
-def peak_rss_mb() -> float:
-    """VmHWM of this process (peak resident set), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: int = 5) -> np.ndarray:
@@ -66,7 +60,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     x = preprocess.prepare(first, meta)[None]
     preprocess.probs_to_classes(predict(x)[0], meta)
     print("FIRST_MASK", flush=True)
-    cold_rss = peak_rss_mb()
+    cold_rss = status_mb("VmHWM")
     acc = MetricAccumulator(tuple(meta.class_names))
     for i, pair in enumerate(pairs):
         frame, classes = (first, truth) if i == 0 else load_pair(pair, meta.task)
@@ -79,7 +73,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
         "iou": scores["iou"], "dice": scores["dice"], "miou": scores.get("miou"), "frames": scores["frames"],
         "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
         "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),
-        "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(status_mb("VmHWM"), 1),
         "tensorflow_loaded": "tensorflow" in sys.modules, "training_modules": training_modules_loaded(),
         "macs": meta.extra.get("macs"), "input_size": f"{meta.width}x{meta.height}",
         "val_iou": meta.val_metrics.get("iou"),

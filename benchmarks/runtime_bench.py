@@ -30,19 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.runtime import atomic, preprocess, stats
+from lunarseg.runtime.procstatus import status_mb
 from lunarseg.runtime.segmenter import Segmenter
 
 TARGETS = {"overhead_pct": 15.0, "cold_start_s": 0.5, "cold_peak_rss_mb": 120.0, "soak_rss_growth_mb": 5.0}
 FRAME_HW = (480, 720)
-
-
-def _proc_status(key: str) -> float:
-    """A /proc/self/status figure in MB (VmRSS, VmHWM)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0, gray: bool = False) -> list[np.ndarray]:
@@ -139,10 +131,8 @@ import sys, time, json
 from lunarseg.cli import main
 code = main(sys.argv[1:])
 t = time.time()
-hwm = rss = None
-for line in open("/proc/self/status"):
-    if line.startswith("VmHWM:"): hwm = int(line.split()[1]) / 1024
-    if line.startswith("VmRSS:"): rss = int(line.split()[1]) / 1024
+from lunarseg.runtime.procstatus import status_mb
+hwm, rss = status_mb("VmHWM"), status_mb("VmRSS")
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization"))
 print(json.dumps({"code": code, "t_mask": t, "vmhwm_mb": hwm, "vmrss_mb": rss, "heavy": heavy}))
 """
@@ -182,7 +172,7 @@ def measure_cold_start(model: Path, frame: np.ndarray, runs: int, threads: int, 
 def measure_soak(seg: Segmenter, frames: list[np.ndarray], n: int, warmup: int = 50) -> dict:
     for i in range(min(warmup, n)):
         seg.segment(frames[i % len(frames)])
-    rss0 = _proc_status("VmRSS")
+    rss0 = status_mb("VmRSS")
     rss_max = rss0
     failed = 0
     lat = np.empty(n, dtype=np.float64)
@@ -196,9 +186,9 @@ def measure_soak(seg: Segmenter, frames: list[np.ndarray], n: int, warmup: int =
             lat[i] = np.nan
             print(f"soak frame {i}: {type(exc).__name__}: {exc}", file=sys.stderr)
         if i % 500 == 0:
-            rss_max = max(rss_max, _proc_status("VmRSS"))
+            rss_max = max(rss_max, status_mb("VmRSS"))
     wall = time.perf_counter() - t0
-    rss1 = _proc_status("VmRSS")
+    rss1 = status_mb("VmRSS")
     return {"frames": n, "failed": failed, "rss_start_mb": rss0, "rss_end_mb": rss1,
             "rss_max_mb": max(rss_max, rss1), "rss_growth_mb": rss1 - rss0, "wall_s": wall,
             "latency_ms_median": float(np.nanmedian(lat)) if n else None,
