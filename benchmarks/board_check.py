@@ -105,9 +105,10 @@ def ensure_arm64_root(cache: Path) -> Path:
 
 def run_artifacts(run: Path) -> list[Path]:
     """Every artifact of the run's export manifest that exported cleanly."""
+    from lunarseg.benchmarks.inputs import MANIFEST
     from lunarseg.export.manifest import read_manifest
 
-    entries = read_manifest(run / "export" / "manifest.json")["artifacts"]
+    entries = read_manifest(run / MANIFEST)["artifacts"]
     paths = [run / e["path"] for e in entries if e.get("status", "ok") == "ok"]
     paths = [p for p in paths if p.suffix in (".onnx", ".tflite") and p.exists()]
     if not paths:

@@ -12,30 +12,18 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from lunarseg.runtime.procstatus import status_mb
+from lunarseg.runtime.timing import latency_ms
 
 TRAINING_MODULES = ("tensorflow", "tf_keras", "keras")
 # One rule for every artifact, whatever its input size: the runtime's own frame-size mask (the model
 # output resized back, nearest) against the label at the label's resolution, pixels pooled over frames.
 IOU_RULE = ("rock IoU/Dice of the runtime's mask resized back to the label's own resolution (nearest, "
             "runtime.preprocess.mask_to_frame_size) against the label, pixel counts pooled over all frames")
-
-
-def latency_ms(predict, x: np.ndarray, runs: int, min_seconds: float, warmup: int = 5) -> np.ndarray:
-    """Per-call wall times of the engine on a fixed batch-1 tensor, after warm-up."""
-    for _ in range(warmup):
-        predict(x)
-    times, start = [], time.perf_counter()
-    while len(times) < runs or (time.perf_counter() - start < min_seconds and len(times) < 20 * runs):
-        t = time.perf_counter()
-        predict(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return np.array(times)
 
 
 def training_modules_loaded() -> list[str]:
@@ -66,7 +54,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
         frame, classes = (first, truth) if i == 0 else load_pair(pair, meta.task)
         pred = preprocess.probs_to_classes(predict(preprocess.prepare(frame, meta)[None])[0], meta)
         acc.update(classes, preprocess.mask_to_frame_size(pred, classes.shape[:2]))
-    times = latency_ms(predict, x, runs, min_seconds)
+    times = latency_ms(lambda: predict(x), runs, min_seconds)  # the engine on a fixed batch-1 tensor
     scores = acc.result()
     return {
         "engine": opened.engine, "threads": threads, "engine_threads": opened.engine_threads, "affinity": sorted(os.sched_getaffinity(0)),

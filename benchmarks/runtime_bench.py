@@ -32,6 +32,7 @@ import numpy as np
 from lunarseg.runtime import atomic, preprocess, stats
 from lunarseg.runtime.procstatus import status_mb
 from lunarseg.runtime.segmenter import Segmenter
+from lunarseg.runtime.timing import call_ms
 
 TARGETS = {"overhead_pct": 15.0, "cold_start_s": 0.5, "cold_peak_rss_mb": 120.0, "soak_rss_growth_mb": 5.0}
 FRAME_HW = (480, 720)
@@ -52,12 +53,6 @@ def synthetic_frames(n: int, hw=FRAME_HW, seed: int = 0, gray: bool = False) -> 
     return frames
 
 
-def _ms(f) -> float:
-    t = time.perf_counter()
-    f()
-    return (time.perf_counter() - t) * 1e3
-
-
 def measure_overhead(seg: Segmenter, frames: list[np.ndarray], n: int) -> dict:
     """Median engine, pre and post ms over n interleaved frames; post both with the frame-size mask
     (the default `segment`) and as a planner calls it (stats + model-size mask, frame_mask=False)."""
@@ -69,7 +64,7 @@ def measure_overhead(seg: Segmenter, frames: list[np.ndarray], n: int) -> dict:
         seg.segment(f, frame_mask=False)
     engine, total, pre, post, post_planner = [], [], [], [], []
     for i in range(n):  # interleave so drift hits both alike
-        engine.append(_ms(bare))
+        engine.append(call_ms(bare))
         r = seg.segment(frames[i % len(frames)])
         total.append(r.timings_ms["total"])
         pre.append(r.timings_ms["preprocess"])

@@ -7,11 +7,9 @@ artifact vs the Keras model), rock IoU of each against the labels and the drop b
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from lunarseg.runtime import preprocess
+from lunarseg.runtime import preprocess, timing
 from lunarseg.runtime.errors import GateError
 from lunarseg.runtime.metadata import ModelMeta
 from lunarseg.runtime.metrics import MetricAccumulator
@@ -89,11 +87,4 @@ def check_gate(spec, figures: dict, max_iou_drop: float, *, qat: bool = False) -
 
 def latency_ms(predict, x1: np.ndarray, runs: int = 30, warmup: int = 3) -> float:
     """Median wall time of one batch-1 `predict` call, in ms."""
-    for _ in range(warmup):
-        predict(x1)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        predict(x1)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return float(np.median(timing.latency_ms(lambda: predict(x1), runs, warmup=warmup)))

@@ -46,31 +46,6 @@ def test_results_json_has_one_row_per_artifact_plus_the_keras_baseline(pipeline)
     assert saved["cpu"]["model"] and saved["batch"] == 1
 
 
-def test_latency_times_each_call_after_warm_up_for_the_runs_and_the_minimum_seconds(monkeypatch):
-    """Fake clock: call k (warm-up included) takes k ms; warm-up calls are not timed."""
-    import types
-
-    import numpy as np
-
-    from lunarseg.benchmarks import measure
-
-    clock = {"s": 0.0, "calls": 0}
-
-    def predict(_):
-        clock["calls"] += 1
-        clock["s"] += clock["calls"] / 1e3
-
-    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=lambda: clock["s"]))
-    times = measure.latency_ms(predict, np.zeros(1), runs=3, min_seconds=0.0, warmup=2)
-    np.testing.assert_allclose(times, [3.0, 4.0, 5.0])
-    clock.update(s=0.0, calls=0)
-    longer = measure.latency_ms(predict, np.zeros(1), runs=3, min_seconds=0.05, warmup=2)
-    assert len(longer) == 8 and longer.sum() >= 50.0  # 3+4+...+10 ms: the first sum past 50 ms
-    clock.update(s=0.0, calls=0)
-    capped = measure.latency_ms(predict, np.zeros(1), runs=2, min_seconds=100.0, warmup=0)
-    assert len(capped) == 40  # never more than 20 x runs calls
-
-
 def test_with_tensorflow_every_row_of_a_run_is_against_its_keras_baseline_and_records_its_input_size(pipeline):
     _, _, results = pipeline
     base = results["rows"][0]

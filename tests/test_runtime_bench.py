@@ -64,7 +64,7 @@ class _FakeSegmenter:
 def test_overhead_is_segment_minus_engine_and_the_share_is_pre_plus_post_over_engine(monkeypatch):
     import numpy as np
 
-    monkeypatch.setattr(runtime_bench, "_ms", lambda f: 10.0)  # the engine call: 10 ms
+    monkeypatch.setattr(runtime_bench, "call_ms", lambda f: 10.0)  # the engine call: 10 ms
     o = runtime_bench.measure_overhead(_FakeSegmenter(), [np.zeros((48, 72), np.uint8)] * 2, n=5)
     assert (o["engine_ms_median"], o["overhead_ms"], o["overhead_pct"]) == (10.0, 2.0, 20.0)
     assert (o["overhead_share_pct"], o["overhead_share_planner_pct"]) == (15.0, 12.5)
