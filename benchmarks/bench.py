@@ -199,37 +199,53 @@ def bench(paths, *, data: str | Path | None = None, out: str | Path | None = Non
     installed engine that reads it (or only `engines`), `rounds` times round-robin; the Keras baseline
     of a run only when TensorFlow is installed. Returns the results dict, also written to `out`
     (default RUN/bench of the first run directory)."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
-    prof = PROFILES[profile]
-    if rounds < 1:
-        raise ConfigError(f"rounds must be at least 1, got {rounds}")
-    threads = threads or prof["threads"]
+    prof, threads = _profile(profile, rounds, threads)
     limits = limits or Limits()
-    with_keras = tensorflow_installed()
-    rows_in, run_dirs = collect(_paths(paths), with_keras)
-    data = _data_dir(data, run_dirs)
-    out = _out_dir(out, run_dirs)
-    notes = [NO_TENSORFLOW_NOTE] if not with_keras and any((r / "model.keras").exists() for r in run_dirs) else []
-    rows_in = _filter(rows_in, formats, engines)
+    rows_in, run_dirs, data, out, notes = _inputs(paths, data, out, formats, engines)
     pin = (sorted(os.sched_getaffinity(0))[-1]) if prof["pin_cpu"] else -1
     jobs = [(t, art) for t in threads for art in rows_in]
     measured = _measure_jobs(jobs, data, pin, frames=frames, runs=runs, min_seconds=min_seconds, rounds=rounds,
                              timeout_s=timeout_s, progress=progress)
     rows = [_row(t, art, measured[i]) for i, (t, art) in enumerate(jobs)]
     relate_to_reference(rows)
-    violations = gate_failures(rows) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
-                                        and r["threads"] == threads[0] for v in limits.violations(r)]
     first_run = run_dirs[0] if run_dirs else None
     results = {"run": str(first_run) if first_run else None, "inputs": [str(p) for p in _paths(paths)],
                "data": str(data), "profile": profile, "threads": threads, "frames": frames, "rounds": rounds,
                "cpu": cpu_info(), "pinned_cpu": pin if pin >= 0 else None, "batch": 1,
                "input_shape": _input_shape(first_run), "iou_rule": IOU_RULE, "notes": notes,
-               "limits": limits.__dict__, "violations": violations,
+               "limits": limits.__dict__, "violations": _violations(rows, limits, threads[0]),
                "rows": rows, "board_estimates": board_estimates(rows),
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_outputs(results, out)
     return results
+
+
+def _profile(profile: str, rounds: int, threads: list[int] | None) -> tuple[dict, list[int]]:
+    """The PROFILES entry and the thread counts to measure (the profile's unless given); checks rounds."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
+    prof = PROFILES[profile]
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    return prof, threads or prof["threads"]
+
+
+def _inputs(paths, data, out, formats, engines) -> tuple[list[dict], list[Path], Path, Path, list[str]]:
+    """The rows to measure (one per artifact and engine, kept by --formats/--engines), the run
+    directories among `paths`, the labelled data, the output folder and the notes for the report."""
+    with_keras = tensorflow_installed()
+    rows_in, run_dirs = collect(_paths(paths), with_keras)
+    data = _data_dir(data, run_dirs)
+    out = _out_dir(out, run_dirs)
+    notes = [NO_TENSORFLOW_NOTE] if not with_keras and any((r / "model.keras").exists() for r in run_dirs) else []
+    return _filter(rows_in, formats, engines), run_dirs, data, out, notes
+
+
+def _violations(rows: list[dict], limits: Limits, threads: int) -> list[str]:
+    """The gate's findings: what fails it whatever the limits (gate_failures), then the limits broken by
+    each deployable row measured at `threads` (the first thread count)."""
+    return gate_failures(rows) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
+                                  and r["threads"] == threads for v in limits.violations(r)]
 
 
 def _input_shape(run: Path | None):
