@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from engines import on_engine
 from runtime_models import models as build_models
 from lunarseg.benchmarks import runtime_bench
 
@@ -12,7 +13,8 @@ def models():
     return build_models()
 
 
-@pytest.mark.parametrize("name,backend", [("bin_int8.tflite", "auto"), ("bin.onnx", "auto"), ("bin.onnx", "openvino")])
+@pytest.mark.parametrize("name,backend", [("bin_int8.tflite", "auto"), ("bin.onnx", "auto"),
+                                          on_engine("bin.onnx", "openvino", engine="openvino")])
 def test_runtime_bench_reports_overhead_cold_start_rss_and_soak_for_each_engine(models, tmp_path, name, backend):
     res = runtime_bench.run(models[name], frames=5, soak=30, out=str(tmp_path), cold_runs=1, backend=backend)
     o, c, s = res["overhead"], res["cold_start"], res["soak"]

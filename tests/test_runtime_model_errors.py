@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from engines import needs_openvino
 from runtime_models import models as build_models
 from lunarseg.runtime import Segmenter
 from lunarseg.runtime.errors import ConfigError, ModelFileError
@@ -94,6 +95,7 @@ def test_explicit_matching_backend_and_threads_work(models):
     assert _refused(models["bin.onnx"], ConfigError, threads=0) == "threads must be at least 1, got 0"
 
 
+@needs_openvino
 def test_openvino_refuses_files_without_metadata_and_with_lying_metadata(models):
     assert "carries no lunarseg metadata" in _refused(models["nometa.onnx"], backend="openvino")
     assert "metadata disagrees with the model" in _refused(models["badshape.onnx"], backend="openvino")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engines import needs_openvino
 from runtime_models import models as build_models
 from lunarseg.runtime import Segmenter, preprocess
 from lunarseg.runtime.metadata import ModelMeta
@@ -232,6 +233,7 @@ def test_mask_to_frame_size_is_nearest_neighbour():
 
 # ---- the optional OpenVINO engine on the same .onnx files ----------------------------------
 
+@needs_openvino
 def test_openvino_engine_matches_onnxruntime_on_the_same_file(models, segs):
     for name in ("bin.onnx", "cls4.onnx"):
         ov = Segmenter.from_file(models[name], backend="openvino")
