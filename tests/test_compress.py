@@ -263,7 +263,7 @@ def test_distillation_target_is_the_labels_then_the_teachers_probabilities_on_th
     from lunarseg.train.checkpoint import load_model, resolve_model
     from lunarseg.train.config import TrainConfig
     from lunarseg.train.distill import with_teacher
-    from lunarseg.train.pipeline import make_dataset
+    from lunarseg.train.tf_input import make_dataset
 
     teacher = load_model(resolve_model(run)[0])
     x, target = next(iter(with_teacher(make_dataset(VA.x, VA.y, tiny_cfg(batch_size=4), training=False), teacher)))
@@ -295,7 +295,7 @@ def own_val_iou(variant_dir):
     """A variant's validation rock IoU at its own threshold, from its saved model (not the teacher's or parent's)."""
     from lunarseg.train.checkpoint import resolve_model
     from lunarseg.train.evaluate import score_arrays
-    from lunarseg.train.pipeline import normalise
+    from lunarseg.train.tf_input import normalise
 
     path, meta = resolve_model(variant_dir)
     probs = load_variant(path).predict(normalise(VA.x, meta), verbose=0)

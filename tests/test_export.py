@@ -281,7 +281,7 @@ def test_a_qat_model_converts_to_full_integer_from_its_fake_quant_ranges_without
     from lunarseg.export.exporter import embed_metadata
     from lunarseg.runtime.segmenter import Segmenter
     from lunarseg.train.checkpoint import load_model
-    from lunarseg.train.pipeline import normalise
+    from lunarseg.train.tf_input import normalise
 
     qat = tfmot.quantization.keras.quantize_model(load_model(run_dir / "model.keras"))
     qat.compile("adam", "binary_crossentropy")

@@ -77,7 +77,7 @@ def test_tiny_model_lowers_its_loss_in_a_few_steps(tmp_path):
 def best_threshold(run, val):
     """The swept threshold with the best validation rock IoU, recomputed from the saved model (ties: nearest 0.5)."""
     from lunarseg.train.evaluate import THRESHOLDS, score_arrays
-    from lunarseg.train.pipeline import normalise
+    from lunarseg.train.tf_input import normalise
 
     probs = checkpoint.load_model(run / "model.keras").predict(normalise(val.x), verbose=0)
     return max(THRESHOLDS, key=lambda t: (score_arrays(probs, val.y, "binary", t)["iou"], -abs(t - 0.5)))
@@ -247,7 +247,7 @@ def test_empty_split_is_a_one_line_dataset_error(tmp_path):
 def test_pipeline_normalises_by_the_metadata_through_the_runtime_definition():
     from lunarseg.runtime import preprocess
     from lunarseg.runtime.metadata import ModelMeta
-    from lunarseg.train.pipeline import NORMALISATION, make_dataset, normalise
+    from lunarseg.train.tf_input import NORMALISATION, make_dataset, normalise
 
     meta = ModelMeta(normalisation={"scale": 1 / (255 * 0.2), "offset": -0.45 / 0.2})
     b = blobs(4)

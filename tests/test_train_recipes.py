@@ -14,8 +14,8 @@ from lunarseg.train import losses
 from lunarseg.train.config import ARCHITECTURES, TrainConfig
 from lunarseg.train.fit import measure_training_speed, train
 from lunarseg.train.model import build_unet, count_macs
-from lunarseg.train.pipeline import make_dataset
 from lunarseg.train.slim import slim_unet
+from lunarseg.train.tf_input import make_dataset
 from test_train import blobs, tiny_cfg
 
 

@@ -24,11 +24,11 @@ from lunarseg.train import distill as distillation
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
-from lunarseg.train.pipeline import make_dataset, normalise
 from lunarseg.runtime.metadata import CONTROL_VARIANT
 from lunarseg.train.model import count_macs
 from lunarseg.train.slim import recalibrate_batchnorm, slim_check, slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
+from lunarseg.train.tf_input import make_dataset, normalise
 
 MIN_CLUSTERS, MAX_CLUSTERS = clustering.MIN_CLUSTERS, clustering.MAX_CLUSTERS
 # The clustering fine-tune moves centroids that many weights share, so it runs at a tenth of the
