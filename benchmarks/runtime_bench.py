@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lunarseg.runtime import atomic, preprocess, stats
+from lunarseg.runtime import atomic, preprocess
 from lunarseg.runtime.procstatus import status_mb
 from lunarseg.runtime.segmenter import Segmenter
 from lunarseg.runtime.timing import call_ms

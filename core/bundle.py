@@ -173,7 +173,6 @@ def expected_masks(models: list[Path], frame: Path, out: Path, engines: list[str
 def make_bundle(models: list[str], out: str | Path, platform: str, python: str = "3.11", engine: str = "auto",
                 frame: str | None = None) -> dict:
     """Write the bundle; returns its manifest (also DIR/bundle.json) with the size in bytes."""
-    import json
     import os
     import time
 

@@ -11,7 +11,7 @@ import pytest
 from lunarseg.bundle import engines_for, make_bundle, model_files
 from lunarseg.cli import main
 from lunarseg.runtime.bundle_check import check_bundle, min_agreement, pixel_agreement
-from lunarseg.runtime.errors import ConfigError, ModelFileError
+from lunarseg.runtime.errors import ConfigError
 from runtime_models import models as build_models
 
 

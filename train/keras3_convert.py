@@ -112,7 +112,7 @@ def rebuild(k3_model):
         if class_name in ("Functional", "Sequential", "Model"):
             raise ConfigError(f"Keras 3 layer {name!r} is a nested model ({class_name}); flatten it before importing")
         if not inbound:
-            raise ConfigError(f"Keras 3 sequential model has no input shape; build it with keras.Input first")
+            raise ConfigError("Keras 3 sequential model has no input shape; build it with keras.Input first")
         layer = getattr(keras.layers, class_name).from_config(_tf_keras_config(class_name, name, entry["config"]))
         args = [tensors[n] for n in inbound]
         tensors[name] = layer(args if as_list or len(args) > 1 else args[0])
