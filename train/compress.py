@@ -8,23 +8,23 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
+from lunarseg.runtime.metadata import CONTROL_VARIANT, ModelMeta
 from lunarseg.train import checkpoint, losses
 from lunarseg.train import cluster as clustering
 from lunarseg.train import distill as distillation
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
-from lunarseg.runtime.metadata import CONTROL_VARIANT
 from lunarseg.train.model import count_macs
 from lunarseg.train.slim import recalibrate_batchnorm, slim_check, slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
@@ -162,6 +162,7 @@ def pruning_schedule(cfg: CompressConfig, total_steps: int):
 
 
 def _prunable_layers(model) -> list[str]:
+    """The layers tfmot's magnitude pruning wraps here: convolutions and dense layers."""
     return [layer.name for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
 
 
@@ -181,11 +182,14 @@ def kept_dense(model) -> set[str]:
 
 
 def _input_tensors(layer) -> list:
+    """A layer's inputs as a list (Keras gives one tensor or a list)."""
     inp = layer.input
     return list(inp) if isinstance(inp, (list, tuple)) else [inp]
 
 
 def apply_pruning(model, cfg: CompressConfig, total_steps: int):
+    """A copy of `model` with every prunable layer but the kept-dense ones wrapped for magnitude pruning
+    (2:4 structured, or on `pruning_schedule` over `total_steps`)."""
     prunable = [n for n in _prunable_layers(model) if n not in kept_dense(model)] or _prunable_layers(model)
     if not prunable:
         raise ConfigError(f"model {model.name!r} has no prunable layer (Conv2D or Dense); nothing to prune")
@@ -292,6 +296,8 @@ class PhaseKeeper(keras.callbacks.Callback):
 
 
 def _compile(model, tcfg: TrainConfig, lr: float, distill: float = 0.0):
+    """Adam at `lr` on the run's loss, scored by rock IoU; with distillation, the loss and score that
+    read the labels and the teacher's probabilities out of one target."""
     loss, metric = losses.get_loss(tcfg.loss), losses.RockScore("iou")
     if distill:
         loss, metric = distillation.distill_loss(loss, distill), distillation.LabelRockScore("iou")
@@ -301,6 +307,8 @@ def _compile(model, tcfg: TrainConfig, lr: float, distill: float = 0.0):
 
 def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int, callbacks, verbose, initial_epoch=0,
          teacher=None, meta=None):
+    """model.fit on the train/val frames normalised as `meta` says, the teacher's outputs added to the
+    targets when distilling."""
     train_ds = make_dataset(tr.x, tr.y, tcfg, training=True, meta=meta)
     val_ds = make_dataset(va.x, va.y, tcfg, training=False, meta=meta)
     if teacher is not None:
@@ -311,6 +319,7 @@ def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int
 
 
 def _val_scores(model, va: SplitArrays, meta, threshold: float | None = None):
+    """(threshold, scores) on the validation frames: at `threshold`, or at the best one for this model."""
     probs = model.predict(normalise(va.x, meta), batch_size=16, verbose=0)
     threshold = choose_threshold(probs, va.y, meta.task) if threshold is None else threshold
     return threshold, score_arrays(probs, va.y, meta.task, threshold)
@@ -359,138 +368,258 @@ def fine_tune_config(meta) -> TrainConfig:
     return TrainConfig(width=meta.width, height=meta.height, colour_mode=meta.colour_mode, task=meta.task)
 
 
+# ---- one variant: a table of phases and one runner ----------------------------------------------
+
+@dataclass
+class FineTune:
+    """What the phases of one variant share: its inputs, the resume state that PhaseKeeper writes to
+    checkpoints/state.json, and the model so far (each phase replaces it with its result)."""
+
+    cfg: CompressConfig
+    tcfg: TrainConfig  # the fine-tunes' training recipe (fine_tune_recipe)
+    meta: ModelMeta
+    parent: object  # the trained model: the first phase's start, and the distillation teacher
+    train: SplitArrays
+    val: SplitArrays
+    ckpt: Path  # RUN/compressed/VARIANT/checkpoints
+    saved: dict  # phase, epoch, checkpoint, seconds, history: what --resume continues from
+    callbacks: list
+    verbose: int
+    t0: float  # perf_counter() at the start, less the seconds earlier runs of this variant spent
+    model: object = None
+    model_cfg: TrainConfig | None = None  # the model's architecture: slimming narrows it
+    clustered_layers: list = field(default_factory=list)
+    sparsity_before_qat: dict | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train.x) / self.cfg.batch_size)
+
+
+def fine_tune_recipe(meta, cfg: CompressConfig) -> TrainConfig:
+    """The run's recipe at the variant's batch size and rate, on whole frames: the trained model (and
+    tfmot's wrappers of it) has a fixed input size, so no crops."""
+    tcfg = fine_tune_config(meta)
+    tcfg.batch_size, tcfg.learning_rate = cfg.batch_size, cfg.learning_rate
+    tcfg.crop_width = tcfg.crop_height = 0
+    return tcfg
+
+
+def _first_phase_lr(s: FineTune):
+    """The slim / prune / finetune phase's rate: constant, or ("cosine") decayed to 5 % over its epochs."""
+    if s.cfg.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(s.cfg.learning_rate, alpha=0.05,
+                                                      decay_steps=max(1, s.cfg.epochs * s.steps_per_epoch))
+    return s.cfg.learning_rate
+
+
+def _fit_phase(s: FineTune, phase: str, model, epochs: int, lr, extra=()):
+    """Compile and fit one phase, checkpointing every epoch; resumed inside this phase, the model (its
+    wrappers rebuilt) first takes back the saved variables and continues from the next epoch."""
+    model, start = _compile(model, s.tcfg, lr, s.cfg.distill), 0
+    if s.saved["phase"] == phase:
+        track = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        track.restore(str(s.ckpt / phase / s.saved["checkpoint"])).expect_partial()
+        start = s.saved["epoch"]
+    else:
+        s.saved.update(phase=phase, epoch=0)
+    if start < epochs:
+        _fit(model, s.train, s.val, s.tcfg, epochs, [*extra, PhaseKeeper(s.ckpt, s.saved, phase, s.t0), *s.callbacks],
+             s.verbose, initial_epoch=start, teacher=s.parent if s.cfg.distill else None, meta=s.meta)
+    return model
+
+
+def _entering(s: FineTune, phase: str):
+    """The model a wrapping phase starts from, kept in a stage file so that a resume inside the phase
+    rebuilds the wrappers (cluster masks, quantizers) from the same weights."""
+    staged = s.ckpt / f"stage-{phase}.keras"
+    if s.saved["phase"] == phase:
+        return checkpoint.load_model(staged)
+    checkpoint.save_model(s.model, staged)
+    return s.model
+
+
+def _slim(s: FineTune) -> None:
+    """Keep cfg.width of every layer's channels, re-estimate the batch norms on the training frames
+    (the trained statistics no longer describe the narrower layers), fine-tune."""
+    slimmed, s.model_cfg = slim_unet(s.parent, s.model_cfg, s.cfg.width)
+    if s.saved["phase"] != "slim":  # a resumed phase restores its own statistics
+        recalibrate_batchnorm(slimmed, normalise(s.train.x, s.meta), s.cfg.batch_size)
+    s.model = _fit_phase(s, "slim", slimmed, s.cfg.epochs, _first_phase_lr(s))
+
+
+def _slimmed_structure(s: FineTune) -> None:
+    """A finished slim phase: the narrower model again, the architecture its later phases were saved with."""
+    s.model, s.model_cfg = slim_unet(s.parent, s.model_cfg, s.cfg.width)
+
+
+def _prune(s: FineTune) -> None:
+    """Magnitude pruning to cfg.sparsity while fine-tuning (the first and last layers kept dense), then
+    the wrappers stripped: a plain model whose zeros are in its kernels."""
+    pruned = _fit_phase(s, "prune", apply_pruning(s.model, s.cfg, s.steps_per_epoch * s.cfg.epochs), s.cfg.epochs,
+                        _first_phase_lr(s), extra=[tfmot.sparsity.keras.UpdatePruningStep()])
+    s.model = tfmot.sparsity.keras.strip_pruning(pruned)
+
+
+def _finetune(s: FineTune) -> None:
+    """The dense control and plain fine-tunes: the trained model trained on, nothing removed."""
+    s.model = _fit_phase(s, "finetune", s.parent, s.cfg.epochs, _first_phase_lr(s))
+
+
+def _cluster(s: FineTune) -> None:
+    """At most cfg.clusters distinct weights per kernel (zeros kept after pruning), fine-tuned at a tenth
+    of the rate (CLUSTER_LR_SHARE), then the wrappers stripped."""
+    unclustered = _entering(s, "cluster")
+    keep = kept_dense(unclustered)
+    s.clustered_layers = clustering.clusterable_layers(unclustered, s.cfg.clusters, keep)
+    wrapped = _fit_phase(s, "cluster", clustering.apply_clustering(unclustered, s.cfg.clusters, s.cfg.sparsity > 0, keep),
+                         s.cfg.cluster_epochs, s.cfg.learning_rate * CLUSTER_LR_SHARE)
+    s.model = clustering.strip_clustering(wrapped)
+
+
+def _qat(s: FineTune) -> None:
+    """Quantization-aware training (pruning-preserving with cfg.preserve_sparsity) at half the rate; the
+    sparsity it starts from is recorded to show the zeros it kept."""
+    stage = _entering(s, "qat")
+    s.sparsity_before_qat = kernel_sparsity(stage)
+    s.model = _fit_phase(s, "qat", apply_qat(stage, s.cfg.preserve_sparsity), s.cfg.qat_epochs, s.cfg.learning_rate / 2)
+
+
+def _nothing(s: FineTune) -> None:
+    """A finished phase whose result the next phase's stage file or checkpoint holds."""
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One fine-tuning phase: which variants run it, how, and what it leaves when resumed past."""
+
+    name: str  # also its key in checkpoints/state.json and its checkpoint folder
+    wanted: Callable[[CompressConfig], bool]  # whether a variant runs this phase
+    run: Callable[[FineTune], None]  # fit it (from its own checkpoint when resumed inside it)
+    done: Callable[[FineTune], None] = _nothing  # resumed after it: rebuild what later phases need
+
+
+# The table. Order = the order the phases run in. Add a phase by adding a row.
+PHASES: dict[str, PhaseSpec] = {spec.name: spec for spec in (
+    PhaseSpec("slim", lambda c: c.width < 1, _slim, _slimmed_structure),
+    PhaseSpec("prune", lambda c: c.sparsity > 0, _prune),
+    PhaseSpec("finetune", lambda c: c.width == 1 and c.sparsity == 0 and not c.qat and not c.clusters, _finetune),
+    PhaseSpec("cluster", lambda c: c.clusters > 0, _cluster),
+    PhaseSpec("qat", lambda c: c.qat, _qat),
+)}
+
+
+def phases_of(cfg: CompressConfig) -> list[str]:
+    """The phases variant `cfg` runs, in table order."""
+    return [name for name, spec in PHASES.items() if spec.wanted(cfg)]
+
+
+def run_phases(s: FineTune) -> None:
+    """Every phase of the variant in order. On resume, those before the saved phase are done (their
+    result is in its checkpoint or stage file): only what later phases build on is rebuilt."""
+    order = phases_of(s.cfg)
+    resumed = order.index(s.saved["phase"]) if s.saved["phase"] in order else 0
+    for i, name in enumerate(order):
+        spec = PHASES[name]
+        (spec.run if i >= resumed else spec.done)(s)
+
+
+def fine_tune_arrays(meta, cfg: CompressConfig, data_dir, train_arrays: SplitArrays | None,
+                     val_arrays: SplitArrays | None) -> tuple[SplitArrays, SplitArrays]:
+    """The given train/val frames, else those of `data_dir` (default: the dataset recorded at training)."""
+    if train_arrays is not None and val_arrays is not None:
+        return train_arrays, val_arrays
+    data_dir = data_dir or meta.extra.get("data_dir")
+    if not data_dir or not Path(data_dir).exists():
+        raise DatasetError(f"fine-tuning data not found ({data_dir or 'no --data given and none recorded in meta.json'}); pass --data DIR")
+    kw = dict(width=meta.width, height=meta.height, task=meta.task, colour_mode=meta.colour_mode, max_frames=cfg.max_frames)
+    return train_arrays or load_split(data_dir, "train", **kw), val_arrays or load_split(data_dir, "val", **kw)
+
+
+def _saved_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, *, resume: bool, force: bool) -> dict:
+    """The interrupted fine-tune's state to continue (checked against the request), else a fresh one;
+    `force` drops an interrupted fine-tune's checkpoints first."""
+    if force and ckpt.exists():
+        shutil.rmtree(ckpt)
+    state = _resume_state(ckpt, cfg, parent_hash, resume)
+    if state is None:
+        state = {"config": dataclasses.asdict(cfg), "parent_hash": parent_hash, "phase": "", "epoch": 0,
+                 "seconds": 0.0, "history": []}
+    return state
+
+
 def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path | None = None, verbose: int = 2,
              train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
              resume: bool = False, force: bool = False, callbacks: list | None = None) -> dict:
     """Make one variant under RUN/compressed/VARIANT/; returns its summary (also in meta.json).
 
-    Fine-tuning runs in phases (prune or finetune, then qat); each epoch is checkpointed, and
-    `resume=True` continues an interrupted variant from its next epoch. `force` starts over.
+    Fine-tuning runs in phases (PHASES: slim, prune or finetune, cluster, qat); each epoch is
+    checkpointed, and `resume=True` continues an interrupted variant from its next epoch. `force`
+    starts over.
     """
     cfg.validate()
     model_path, meta = checkpoint.resolve_model(run_dir)
-    tcfg = fine_tune_config(meta)
-    tcfg.batch_size, tcfg.learning_rate = cfg.batch_size, cfg.learning_rate
-    # Fine-tunes run on whole frames: the trained model (and tfmot's wrappers of it) has a fixed input size.
-    tcfg.crop_width = tcfg.crop_height = 0
-    data_dir = data_dir or meta.extra.get("data_dir")
-    if train_arrays is None or val_arrays is None:
-        if not data_dir or not Path(data_dir).exists():
-            raise DatasetError(f"fine-tuning data not found ({data_dir or 'no --data given and none recorded in meta.json'}); pass --data DIR")
-        kw = dict(width=meta.width, height=meta.height, task=meta.task, colour_mode=meta.colour_mode, max_frames=cfg.max_frames)
-        train_arrays = train_arrays or load_split(data_dir, "train", **kw)
-        val_arrays = val_arrays or load_split(data_dir, "val", **kw)
+    tcfg = fine_tune_recipe(meta, cfg)
+    train_arrays, val_arrays = fine_tune_arrays(meta, cfg, data_dir, train_arrays, val_arrays)
     out = Path(model_path).parent / "compressed" / cfg.variant
-    ckpt = out / "checkpoints"
     parent_hash = checkpoint.file_sha256(model_path)
-    if force and ckpt.exists():
-        shutil.rmtree(ckpt)
-    state = _resume_state(ckpt, cfg, parent_hash, resume)
+    saved = _saved_state(out / "checkpoints", cfg, parent_hash, resume=resume, force=force)
     parent = checkpoint.load_model(model_path)
     reason = refusal(parent, meta, cfg)
     if reason:
         raise ConfigError(f"{cfg.variant}: {reason}")
     _, before = _val_scores(parent, val_arrays, meta, meta.threshold)
-    if state is None:
-        state = {"config": dataclasses.asdict(cfg), "parent_hash": parent_hash, "phase": "", "epoch": 0,
-                 "seconds": 0.0, "history": []}
-    ckpt.mkdir(parents=True, exist_ok=True)
-    cbs = list(callbacks or [])
-    steps_per_epoch = math.ceil(len(train_arrays.x) / cfg.batch_size)
-    t0 = time.perf_counter() - state["seconds"]
+    s = FineTune(cfg=cfg, tcfg=tcfg, meta=meta, parent=parent, train=train_arrays, val=val_arrays,
+                 ckpt=out / "checkpoints", saved=saved, callbacks=list(callbacks or []), verbose=verbose,
+                 t0=time.perf_counter() - saved["seconds"], model=parent, model_cfg=fine_tune_config(meta))
+    s.ckpt.mkdir(parents=True, exist_ok=True)
+    run_phases(s)
+    return _save_variant(s, out, before, parent_hash)
 
-    def first_phase_lr(epochs: int):
-        if cfg.lr_schedule == "cosine":
-            return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, epochs * steps_per_epoch),
-                                                          alpha=0.05)
-        return cfg.learning_rate
 
-    def run_phase(phase: str, make, epochs: int, lr, extra=()):
-        """Fit one phase; inside the saved state's phase, rebuild its model and restore the checkpoint."""
-        model, start = _compile(make(), tcfg, lr, cfg.distill), 0
-        if state["phase"] == phase:
-            track = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-            track.restore(str(ckpt / phase / state["checkpoint"])).expect_partial()
-            start = state["epoch"]
-        else:
-            state.update(phase=phase, epoch=0)
-        if start < epochs:
-            _fit(model, train_arrays, val_arrays, tcfg, epochs, [*extra, PhaseKeeper(ckpt, state, phase, t0), *cbs],
-                 verbose, initial_epoch=start, teacher=parent if cfg.distill else None, meta=meta)
-        return model
+# ---- the finished variant ---------------------------------------------------------------------------
 
-    # Phases in order; those before the saved state's phase are done (their result is inside the
-    # saved checkpoint or the stage file), so only their model structure is rebuilt.
-    order = [p for p, wanted in (("slim", cfg.width < 1), ("prune", cfg.sparsity > 0),
-                                 ("finetune", cfg.width == 1 and cfg.sparsity == 0 and not cfg.qat and not cfg.clusters),
-                                 ("cluster", cfg.clusters > 0), ("qat", cfg.qat)) if wanted]
-    at = order.index(state["phase"]) if state["phase"] in order else -1
-
-    def todo(phase: str) -> bool:
-        return order.index(phase) >= at
-
-    def entering(phase: str, model):
-        """The model a wrapping phase starts from, kept in the stage file so that a resume inside the
-        phase rebuilds the wrappers (cluster masks, quantizers) from the same weights."""
-        staged = ckpt / f"stage-{phase}.keras"
-        if state["phase"] == phase:
-            return checkpoint.load_model(staged)
-        if todo(phase):
-            checkpoint.save_model(model, staged)
-        return model
-
-    model, model_cfg = parent, fine_tune_config(meta)
-    if "slim" in order:
-        slimmed, model_cfg = slim_unet(parent, model_cfg, cfg.width)
-        if todo("slim") and state["phase"] != "slim":  # a resumed phase restores its own statistics
-            recalibrate_batchnorm(slimmed, normalise(train_arrays.x, meta), cfg.batch_size)
-        model = run_phase("slim", lambda: slimmed, cfg.epochs, first_phase_lr(cfg.epochs)) if todo("slim") else slimmed
-    if "prune" in order and todo("prune"):
-        dense = model
-        pruned = run_phase("prune", lambda: apply_pruning(dense, cfg, steps_per_epoch * cfg.epochs), cfg.epochs,
-                           first_phase_lr(cfg.epochs), extra=[tfmot.sparsity.keras.UpdatePruningStep()])
-        model = tfmot.sparsity.keras.strip_pruning(pruned)
-    if "finetune" in order:
-        model = run_phase("finetune", lambda: parent, cfg.epochs, first_phase_lr(cfg.epochs))
-    clustered_layers = []
-    if cfg.clusters:
-        unclustered = entering("cluster", model)
-        keep = kept_dense(unclustered)
-        clustered_layers = clustering.clusterable_layers(unclustered, cfg.clusters, keep)
-        if todo("cluster"):
-            wrapped = run_phase("cluster", lambda: clustering.apply_clustering(unclustered, cfg.clusters, cfg.sparsity > 0, keep),
-                                cfg.cluster_epochs, cfg.learning_rate * CLUSTER_LR_SHARE)
-            model = clustering.strip_clustering(wrapped)
-    if cfg.qat:
-        stage = entering("qat", model)
-    pruned_sparsity = kernel_sparsity(stage if cfg.qat else model)
-    if cfg.qat:
-        model = run_phase("qat", lambda: apply_qat(stage, cfg.preserve_sparsity), cfg.qat_epochs, cfg.learning_rate / 2)
-    seconds = time.perf_counter() - t0
-    sparsity = kernel_sparsity(model)
-    threshold, after = _val_scores(model, val_arrays, meta)
-    variant_file = out / ("model.h5" if cfg.qat else "model.keras")
+def _save_variant(s: FineTune, out: Path, before: dict, parent_hash: str) -> dict:
+    """Score the variant on the validation frames at its own threshold, write its model and meta.json
+    (with the summary), and drop its checkpoints: nothing is left to resume."""
+    seconds = time.perf_counter() - s.t0
+    sparsity = kernel_sparsity(s.model)
+    threshold, after = _val_scores(s.model, s.val, s.meta)
+    variant_file = out / ("model.h5" if s.cfg.qat else "model.keras")
     for stale in checkpoint.MODEL_FILES:
         (out / stale).unlink(missing_ok=True)
-    checkpoint.save_model(model, variant_file)
-    summary = {
+    checkpoint.save_model(s.model, variant_file)
+    summary = _summary(s, sparsity, before, after, parent_hash, seconds)
+    checkpoint.save_meta(variant_file, _variant_meta(s, summary, sparsity, threshold, after))
+    shutil.rmtree(s.ckpt, ignore_errors=True)
+    return summary
+
+
+def _summary(s: FineTune, sparsity: dict, before: dict, after: dict, parent_hash: str, seconds: float) -> dict:
+    """What compress returns and meta.json keeps under extra.compress: sparsity, IoU before/after, MACs."""
+    cfg, model = s.cfg, s.model
+    before_qat = s.sparsity_before_qat if s.sparsity_before_qat is not None else sparsity
+    return {
         "variant": cfg.variant, "config": dataclasses.asdict(cfg), "sparsity": sparsity["overall"],
-        "sparsity_layers": sparsity["layers"], "sparsity_before_qat": pruned_sparsity["overall"],
+        "sparsity_layers": sparsity["layers"], "sparsity_before_qat": before_qat["overall"],
         "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
         "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
-        "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in state["history"]],
-        "clusters": cfg.clusters, "clustered_layers": clustered_layers,
-        "max_distinct_per_channel": clustering.max_distinct_per_channel(model, clustered_layers) if cfg.clusters else None,
-        "width": cfg.width, "filters": model_cfg.filters if meta.train_config else None, "macs_before": count_macs(parent), "macs": count_macs(model),
+        "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in s.saved["history"]],
+        "clusters": cfg.clusters, "clustered_layers": s.clustered_layers,
+        "max_distinct_per_channel": clustering.max_distinct_per_channel(model, s.clustered_layers) if cfg.clusters else None,
+        "width": cfg.width, "filters": s.model_cfg.filters if s.meta.train_config else None,
+        "macs_before": count_macs(s.parent), "macs": count_macs(model),
     }
-    vmeta = meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
-                         train_config=model_cfg.to_dict() if meta.train_config else {},
-                         val_metrics={k: v for k, v in after.items() if isinstance(v, (int, float, dict))},
-                         extra={**meta.extra, "variant": cfg.variant, "qat": cfg.qat, "compress": summary,
-                                "macs": summary["macs"], "params": int(model.count_params())})
-    checkpoint.save_meta(variant_file, vmeta)
-    shutil.rmtree(ckpt, ignore_errors=True)  # the variant is complete: nothing left to resume
-    return summary
+
+
+def _variant_meta(s: FineTune, summary: dict, sparsity: dict, threshold: float, after: dict):
+    """The parent's metadata with the variant's sparsity, threshold, architecture and validation scores."""
+    meta = s.meta
+    return meta.replace(sparsity=sparsity["overall"], threshold=threshold, parent_hash=summary["parent_hash"],
+                        train_config=s.model_cfg.to_dict() if meta.train_config else {},
+                        val_metrics={k: v for k, v in after.items() if isinstance(v, (int, float, dict))},
+                        extra={**meta.extra, "variant": s.cfg.variant, "qat": s.cfg.qat, "compress": summary,
+                               "macs": summary["macs"], "params": int(s.model.count_params())})
 
 
 def load_variant(path: str | Path):
@@ -538,6 +667,7 @@ def convergence_note(rows: list[dict]) -> str:
 
 
 def format_report(rows: list[dict]) -> str:
+    """The report_rows as a markdown table, then the convergence note."""
     head = ("| variant | sparsity | GMAC | bytes | gzip bytes | gzip/dense | val IoU | IoU drop | drop vs control | QAT |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     lines = [head]
