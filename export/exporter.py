@@ -226,6 +226,20 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
     order given, formats in table order; failures are records, not exceptions.
     """
     specs = resolve_formats(formats)
+    _check_options(io, max_iou_drop, threads)
+    model_path, meta, size_list, source = _locate(model_or_run, out_dir, sizes)
+    model = _load_checked(model_path, meta)
+    data_dir = data_dir if data_dir is not None or calib is not None else recorded_dataset(meta)
+    frames = dict(data_dir=data_dir, calib=calib, val=val, calib_frames=calib_frames, val_frames=val_frames)
+    gate = dict(max_iou_drop=float(max_iou_drop), io=io, threads=int(threads))
+    records = _export_sizes(model, meta, size_list, specs, source, frames, gate)
+    if write_manifest:
+        merge_manifest(source["root"] / MANIFEST_NAME, [r.to_dict() for r in records], source["run_dir"])
+    return records
+
+
+def _check_options(io: str, max_iou_drop: float, threads: int) -> None:
+    """Refuse an integer I/O type, IoU-drop limit or thread count that no export could use."""
     if io not in IO_TYPES:
         raise unknown_key("integer I/O type", io, IO_TYPES)
     if not 0.0 <= float(max_iou_drop) <= 1.0:
@@ -233,31 +247,39 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
     if int(threads) < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
 
+
+def _locate(model_or_run, out_dir, sizes):
+    """(model file, its metadata, the input sizes to export, where it comes from and where its artifacts
+    go); bad sizes and an unwritable output fail here, before the model loads."""
     from lunarseg.train.checkpoint import file_sha256, model_file, resolve_model
 
     path = Path(model_or_run)
     if path.is_dir() and not model_file(path).exists() and (path / "meta.json").exists():
         raise ModelFileError(f"{path}: has meta.json but no model file (model.keras or model.h5)")
     model_path, meta = resolve_model(path)
-    # bad sizes fail before the model loads
     size_list = sizes_mod.parse_sizes(sizes, sizes_mod.model_depth(meta)) or [(meta.width, meta.height)]
     run_dir, variant = locate_source(model_path)
     root = Path(out_dir) if out_dir is not None else run_dir / "export"
     art_dir = root if variant == BASE_VARIANT else root / variant
     _check_writable(art_dir)
+    source = dict(variant=variant, run_dir=run_dir, root=root, art_dir=art_dir,
+                  info={"variant": variant, "path": _rel(model_path, run_dir), "sha256": file_sha256(model_path)})
+    return model_path, meta, size_list, source
 
+
+def _load_checked(model_path: Path, meta: ModelMeta):
+    """The Keras model, refused when its input disagrees with its metadata's."""
     model = load_source(model_path, meta)
     want_in = (meta.height, meta.width, meta.channels)
     if tuple(model.input_shape[1:]) != want_in:
         raise ModelFileError(f"{model_path}: the model's input {tuple(model.input_shape[1:])} disagrees with "
                              f"meta.json's input_shape {meta.input_shape}")
-    source = dict(variant=variant, run_dir=run_dir, art_dir=art_dir,
-                  info={"variant": variant, "path": _rel(model_path, run_dir), "sha256": file_sha256(model_path)})
-    data_dir = data_dir if data_dir is not None or calib is not None else recorded_dataset(meta)
-    frames = dict(data_dir=data_dir, calib=calib, val=val, calib_frames=calib_frames, val_frames=val_frames)
-    gate = dict(max_iou_drop=float(max_iou_drop), io=io, threads=int(threads))
+    return model
 
-    # every size rebuilt before anything is written: a size the model cannot take refuses the export
+
+def _export_sizes(model, meta: ModelMeta, size_list, specs, source: dict, frames: dict, gate: dict) -> list[ArtifactRecord]:
+    """Every format at every size. Every size is rebuilt before anything is written: a size the model
+    cannot take refuses the export."""
     sized = {size: sizes_mod.model_at_size(model, meta, *size) for size in size_list}
     records = []
     with tempfile.TemporaryDirectory(prefix="lunarseg-export-") as work:
@@ -265,8 +287,6 @@ def export_model(model_or_run, formats, *, data_dir=None, calib=None, val=None, 
             workdir = Path(work) / sizes_mod.size_tag(width, height)
             workdir.mkdir()
             records += _export_at_size(sized_model, meta, specs, width, height, source, frames, gate, workdir)
-    if write_manifest:
-        merge_manifest(root / MANIFEST_NAME, [r.to_dict() for r in records], run_dir)
     return records
 
 

@@ -8,8 +8,15 @@ import json
 
 def register(sub) -> None:
     """Add this layer's subcommands to the top-level parser."""
+    _register_train(sub)
+    _register_import(sub)
+    _register_evaluate(sub)
+    _register_compress(sub)
+
+
+def _register_train(sub) -> None:
+    """`lunarseg train`: the model's shape and the training recipe (TrainConfig's fields)."""
     from lunarseg.data.loader import COLOUR_MODES
-    from lunarseg.data.splits import SPLIT_NAMES
     from lunarseg.runtime.masks import CLASS_NAMES
     from lunarseg.train.config import ARCHITECTURES, LOSSES, STRATEGIES
 
@@ -41,7 +48,10 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=_train)
 
-    _register_import(sub)
+
+def _register_evaluate(sub) -> None:
+    """`lunarseg evaluate`: any model form on a labelled split."""
+    from lunarseg.data.splits import SPLIT_NAMES
 
     e = sub.add_parser("evaluate", help="score a model (run, .keras, .h5, .onnx, .tflite) on a labelled split")
     e.add_argument("model", help="run directory, .keras/.h5 with meta.json beside it, or an exported .onnx/.tflite "
@@ -52,6 +62,9 @@ def register(sub) -> None:
     e.add_argument("--max-frames", type=int, default=0)
     e.set_defaults(func=_evaluate)
 
+
+def _register_compress(sub) -> None:
+    """`lunarseg compress`: one variant from the options (CompressConfig's fields), or --all of them."""
     c = sub.add_parser("compress", help="prune / quantization-aware fine-tune a trained run into variants",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("run", help="run directory holding model.keras + meta.json")
@@ -88,6 +101,7 @@ def register(sub) -> None:
 
 
 def _register_import(sub) -> None:
+    """`lunarseg import`: a foreign Keras model's task, classes, colour, size and normalisation."""
     from lunarseg.train.importer import COLOURS, HEADS
 
     i = sub.add_parser("import", help="turn a Keras model trained elsewhere (.h5, .keras of tf_keras or Keras 3, "
@@ -203,28 +217,32 @@ def compress_configs(args) -> list:
 
 
 def _compress(args) -> int:
+    """Make the variants asked for (unless --report), then print the table of every variant."""
     from lunarseg.train.compress import format_report, report_rows
 
     if not args.report:
-        configs = compress_configs(args)
-        for cfg in configs:
-            cfg.validate()
-        from lunarseg.train.compress import compress
-
-        from lunarseg.train.checkpoint import resolve_model
-
-        variants_root = resolve_model(args.run)[0].parent / "compressed"
-        if args.all:  # make what applies to this graph; say what does not and why
-            from lunarseg.train.compress import applicable
-
-            configs, skipped = applicable(args.run, configs)
-            for variant, reason in skipped:
-                print(f"skipped {variant}: {reason}")
-        for cfg in configs:
-            interrupted = (variants_root / cfg.variant / "checkpoints" / "state.json").exists()
-            resume = args.resume and (interrupted or not args.all)  # --all --resume: continue those that stopped
-            s = compress(args.run, cfg, data_dir=args.data, verbose=1, resume=resume, force=args.force)
-            print(f"{s['variant']}: sparsity {s['sparsity']:.3f}, val IoU {s['val_iou_before']:.4f} -> "
-                  f"{s['val_iou_after']:.4f} ({-s['iou_drop']:+.4f}), {s['seconds']} s")
+        _make_variants(args)
     print(format_report(report_rows(args.run)))
     return 0
+
+
+def _make_variants(args) -> None:
+    """Fine-tune each requested variant and print its result. With --all: skip (saying why) what does
+    not apply to the run's graph, and with --resume continue only the variants that were interrupted."""
+    from lunarseg.train.checkpoint import resolve_model
+    from lunarseg.train.compress import applicable, compress
+
+    configs = compress_configs(args)
+    for cfg in configs:
+        cfg.validate()
+    variants_root = resolve_model(args.run)[0].parent / "compressed"
+    if args.all:
+        configs, skipped = applicable(args.run, configs)
+        for variant, reason in skipped:
+            print(f"skipped {variant}: {reason}")
+    for cfg in configs:
+        interrupted = (variants_root / cfg.variant / "checkpoints" / "state.json").exists()
+        resume = args.resume and (interrupted or not args.all)
+        s = compress(args.run, cfg, data_dir=args.data, verbose=1, resume=resume, force=args.force)
+        print(f"{s['variant']}: sparsity {s['sparsity']:.3f}, val IoU {s['val_iou_before']:.4f} -> "
+              f"{s['val_iou_after']:.4f} ({-s['iou_drop']:+.4f}), {s['seconds']} s")

@@ -211,51 +211,14 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
     # write into a scratch directory that is removed at the end, as tf.distribute recommends.
     paths = RunPaths(Path(out) if chief else Path(tempfile.mkdtemp(prefix="lunarseg-worker-")))
     _check_writable(paths.root)
-    if paths.state.exists() and not resume:
-        raise ConfigError(f"{paths.root} already holds a training run; pass --resume to continue it or choose another --out")
-    state = {"epoch": 0, "best_val_iou": -1.0, "best_epoch": 0, "wait": 0, "history": [], "stopped_early": False,
-             "config": cfg.to_dict()}
-    if resume:
-        if not paths.state.exists():
-            raise ConfigError(f"{paths.root}: nothing to resume (no checkpoints/state.json); start without --resume")
-        state = json.loads(paths.state.read_text())
-        old = TrainConfig.from_dict(state["config"])
-        diffs = old.differences(cfg)
-        if diffs:
-            raise ConfigError(f"--resume with a changed config: {'; '.join(diffs)}; use the original options or a new --out")
-        state["config"] = cfg.to_dict()
-        if state["epoch"] >= cfg.epochs:
-            raise ConfigError(f"{paths.root}: already trained {state['epoch']} of {cfg.epochs} epochs; raise --epochs to continue")
-        state["wait"] = 0 if state.get("stopped_early") else state["wait"]
-
-    kw = dict(width=cfg.width, height=cfg.height, task=cfg.task, colour_mode=cfg.colour_mode, max_frames=cfg.max_frames)
-    tr = train_arrays or load_split(data_dir, "train", **kw)
-    va = val_arrays or load_split(data_dir, "val", **kw)
-    if tr.x.shape[1:3] != (cfg.height, cfg.width):
-        raise ConfigError(f"training frames are {tr.x.shape[2]}x{tr.x.shape[1]} but the model expects {cfg.width}x{cfg.height}")
+    state = _start_state(paths, cfg, resume)
+    tr, va = _training_arrays(cfg, data_dir, train_arrays, val_arrays)
     keras.utils.set_random_seed(cfg.seed)
-    steps = math.ceil(len(tr.x) / cfg.batch_size)
-    strategy = _strategy(cfg)
-    with strategy.scope():
-        if resume:
-            model = checkpoint.load_model(paths.last, compile=True)
-        else:
-            model = build_unet(cfg, any_size=cfg.crops)
-            _compile(model, cfg, steps)
-    train_ds = make_dataset(tr.x, tr.y, cfg, training=True, repeat=True)
-    val_ds = make_dataset(va.x, va.y, cfg, training=False)
+    model = _model_to_fit(cfg, paths, resume, steps_per_epoch=math.ceil(len(tr.x) / cfg.batch_size))
     keeper = RunKeeper(paths, cfg, state, write=True)
-    cbs = [keeper, keras.callbacks.TensorBoard(log_dir=str(paths.logs), profile_batch=0, write_graph=False)] if chief else [keeper]
-    t0 = time.perf_counter()
-    start_epoch = state["epoch"]
-    try:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=steps_for(len(tr.x), cfg, repeated=True), validation_steps=steps_for(len(va.x), cfg),
-                  callbacks=cbs + list(callbacks or []), verbose=verbose)
-    finally:  # interrupted or not: what the finished epochs learned is on disk
-        keeper.flush()
+    t0, start_epoch = time.perf_counter(), state["epoch"]
+    _fit_epochs(model, tr, va, cfg, keeper, [*_logging_callbacks(paths, chief), *(callbacks or [])], verbose)
     seconds = time.perf_counter() - t0
-    epochs_run = state["epoch"] - start_epoch
     if keeper.diverged_at is not None:
         raise TrainingDiverged(
             f"loss became NaN/Inf in epoch {keeper.diverged_at}; training stopped. The last good checkpoint "
@@ -264,15 +227,95 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
     if not chief:
         shutil.rmtree(paths.root, ignore_errors=True)
         return {"chief": False, "epochs": state["epoch"], "worker": _worker_label()}
+    epochs_run = state["epoch"] - start_epoch
+    images_per_s = epochs_run * len(tr.x) / seconds if epochs_run else 0.0
+    best, threshold, val_scores = _best_model_on_val(cfg, paths, va)
+    checkpoint.save_meta(paths.model, _run_meta(cfg, data_dir, state, best, threshold, val_scores, images_per_s))
+    if state["history"]:
+        plot_curves(state["history"], paths.curves)
+    return {"run": str(paths.root), "model": str(paths.model), "best_epoch": state["best_epoch"],
+            "epochs": state["epoch"], "threshold": threshold, "val": val_scores,
+            "train_images_per_s": round(images_per_s, 2), "seconds": round(seconds, 1)}
+
+
+def _start_state(paths: RunPaths, cfg: TrainConfig, resume: bool) -> dict:
+    """The run's state (epoch, best val IoU, patience, history): fresh, or an interrupted run's checked
+    against `cfg`; refuses to overwrite a run unless resuming it."""
+    if paths.state.exists() and not resume:
+        raise ConfigError(f"{paths.root} already holds a training run; pass --resume to continue it or choose another --out")
+    if not resume:
+        return {"epoch": 0, "best_val_iou": -1.0, "best_epoch": 0, "wait": 0, "history": [], "stopped_early": False,
+                "config": cfg.to_dict()}
+    if not paths.state.exists():
+        raise ConfigError(f"{paths.root}: nothing to resume (no checkpoints/state.json); start without --resume")
+    state = json.loads(paths.state.read_text())
+    diffs = TrainConfig.from_dict(state["config"]).differences(cfg)
+    if diffs:
+        raise ConfigError(f"--resume with a changed config: {'; '.join(diffs)}; use the original options or a new --out")
+    state["config"] = cfg.to_dict()
+    if state["epoch"] >= cfg.epochs:
+        raise ConfigError(f"{paths.root}: already trained {state['epoch']} of {cfg.epochs} epochs; raise --epochs to continue")
+    state["wait"] = 0 if state.get("stopped_early") else state["wait"]
+    return state
+
+
+def _training_arrays(cfg: TrainConfig, data_dir, train_arrays: SplitArrays | None,
+                     val_arrays: SplitArrays | None) -> tuple[SplitArrays, SplitArrays]:
+    """The given train/val frames, else `data_dir`'s at the model's size; frames of another size are refused."""
+    kw = dict(width=cfg.width, height=cfg.height, task=cfg.task, colour_mode=cfg.colour_mode, max_frames=cfg.max_frames)
+    tr = train_arrays or load_split(data_dir, "train", **kw)
+    va = val_arrays or load_split(data_dir, "val", **kw)
+    if tr.x.shape[1:3] != (cfg.height, cfg.width):
+        raise ConfigError(f"training frames are {tr.x.shape[2]}x{tr.x.shape[1]} but the model expects {cfg.width}x{cfg.height}")
+    return tr, va
+
+
+def _model_to_fit(cfg: TrainConfig, paths: RunPaths, resume: bool, steps_per_epoch: int) -> keras.Model:
+    """A new compiled U-Net (any input size when training on crops), or the interrupted run's last
+    model with its optimizer; inside the distribution strategy's scope."""
+    with _strategy(cfg).scope():
+        if resume:
+            return checkpoint.load_model(paths.last, compile=True)
+        model = build_unet(cfg, any_size=cfg.crops)
+        _compile(model, cfg, steps_per_epoch)
+        return model
+
+
+def _logging_callbacks(paths: RunPaths, chief: bool) -> list:
+    """TensorBoard logs, written by the chief only."""
+    return [keras.callbacks.TensorBoard(log_dir=str(paths.logs), profile_batch=0, write_graph=False)] if chief else []
+
+
+def _fit_epochs(model, tr: SplitArrays, va: SplitArrays, cfg: TrainConfig, keeper: RunKeeper, callbacks: list,
+                verbose: int) -> None:
+    """model.fit from the state's epoch on the repeated training stream; whatever happens, the
+    finished epochs are flushed to disk."""
+    train_ds = make_dataset(tr.x, tr.y, cfg, training=True, repeat=True)
+    val_ds = make_dataset(va.x, va.y, cfg, training=False)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=keeper.state["epoch"],
+                  steps_per_epoch=steps_for(len(tr.x), cfg, repeated=True), validation_steps=steps_for(len(va.x), cfg),
+                  callbacks=[keeper, *callbacks], verbose=verbose)
+    finally:  # interrupted or not: what the finished epochs learned is on disk
+        keeper.flush()
+
+
+def _best_model_on_val(cfg: TrainConfig, paths: RunPaths, va: SplitArrays):
+    """(best model at the input size, threshold chosen on the validation frames, its scores there)."""
     best = checkpoint.load_model(paths.model)
     if cfg.crops:  # trained on crops at any size: the run keeps the model at its input size
         best = at_input_size(best, cfg)
         checkpoint.save_model(best, paths.model)
     probs = best.predict(normalise(va.x), batch_size=cfg.batch_size, verbose=0)
     threshold = choose_threshold(probs, va.y, cfg.task)
-    val_scores = score_arrays(probs, va.y, cfg.task, threshold)
-    images_per_s = epochs_run * len(tr.x) / seconds if epochs_run else 0.0
-    meta = ModelMeta(
+    return best, threshold, score_arrays(probs, va.y, cfg.task, threshold)
+
+
+def _run_meta(cfg: TrainConfig, data_dir, state: dict, best, threshold: float, val_scores: dict,
+              images_per_s: float) -> ModelMeta:
+    """meta.json of the run: what the runtime needs (task, input, normalisation, threshold) and what the
+    training measured (validation scores, epochs, MACs, speed, the dataset's fingerprint)."""
+    return ModelMeta(
         task=cfg.task, class_names=list(class_names(cfg.task)),
         input_shape=[1, cfg.height, cfg.width, cfg.channels], colour_mode=cfg.colour_mode,
         normalisation=dict(NORMALISATION), output_activation="sigmoid" if cfg.task == "binary" else "softmax",
@@ -284,12 +327,6 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
                "epochs_trained": state["epoch"], "macs": count_macs(best), "params": int(best.count_params()),
                "train_images_per_s": round(images_per_s, 2)},
     )
-    checkpoint.save_meta(paths.model, meta)
-    if state["history"]:
-        plot_curves(state["history"], paths.curves)
-    return {"run": str(paths.root), "model": str(paths.model), "best_epoch": state["best_epoch"],
-            "epochs": state["epoch"], "threshold": threshold, "val": val_scores,
-            "train_images_per_s": round(images_per_s, 2), "seconds": round(seconds, 1)}
 
 
 def measure_training_speed(cfg: TrainConfig, batches: int = 4, warmup: int = 2) -> float:
