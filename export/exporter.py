@@ -154,7 +154,10 @@ def load_source(model_path: Path, meta: ModelMeta):
 
 
 def _keras_predict(model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=16, verbose=0), dtype=np.float32)
+    """The Keras model's probabilities, the reference every artifact is compared with."""
+    from lunarseg.train.forward import predict
+
+    return predict(model, x)
 
 
 # ---- one artifact ------------------------------------------------------------------------------

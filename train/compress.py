@@ -19,7 +19,7 @@ import tf_keras as keras
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
 from lunarseg.runtime.metadata import CONTROL_VARIANT, ModelMeta
-from lunarseg.train import checkpoint, losses
+from lunarseg.train import checkpoint, forward, losses
 from lunarseg.train import cluster as clustering
 from lunarseg.train import distill as distillation
 from lunarseg.train.config import TrainConfig
@@ -302,6 +302,9 @@ def _compile(model, tcfg: TrainConfig, lr: float, distill: float = 0.0):
     if distill:
         loss, metric = distillation.distill_loss(loss, distill), distillation.LabelRockScore("iou")
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
+    # Adam's slots built now, not in the first train step: TensorFlow traces a step that creates
+    # variables twice, so every fresh model's step was traced twice (the second 2-7 s on the demo model).
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -320,7 +323,7 @@ def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int
 
 def _val_scores(model, va: SplitArrays, meta, threshold: float | None = None):
     """(threshold, scores) on the validation frames: at `threshold`, or at the best one for this model."""
-    probs = model.predict(normalise(va.x, meta), batch_size=16, verbose=0)
+    probs = forward.predict(model, normalise(va.x, meta))
     threshold = choose_threshold(probs, va.y, meta.task) if threshold is None else threshold
     return threshold, score_arrays(probs, va.y, meta.task, threshold)
 

@@ -21,7 +21,7 @@ from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.masks import class_names
 from lunarseg.runtime.metadata import ModelMeta
-from lunarseg.train import checkpoint, losses
+from lunarseg.train import checkpoint, forward, losses
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
@@ -185,6 +185,9 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None
     if cfg.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, cfg.epochs * steps_per_epoch), alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(cfg.loss), metrics=losses.training_metrics())
+    # Adam's slots built now, not in the first train step: TensorFlow traces a step that creates
+    # variables twice, so every fresh model's step was traced twice (the second 2-7 s on the demo model).
+    model.optimizer.build(model.trainable_variables)
 
 
 def _check_writable(root: Path) -> None:
@@ -306,7 +309,7 @@ def _best_model_on_val(cfg: TrainConfig, paths: RunPaths, va: SplitArrays):
     if cfg.crops:  # trained on crops at any size: the run keeps the model at its input size
         best = at_input_size(best, cfg)
         checkpoint.save_model(best, paths.model)
-    probs = best.predict(normalise(va.x), batch_size=cfg.batch_size, verbose=0)
+    probs = forward.predict(best, normalise(va.x), cfg.batch_size)
     threshold = choose_threshold(probs, va.y, cfg.task)
     return best, threshold, score_arrays(probs, va.y, cfg.task, threshold)
 
