@@ -291,6 +291,24 @@ def test_distilled_slim_variant_fine_tunes_and_records_the_weight(run):
     assert model.output_shape == (None, *VA.x.shape[1:3], 1)
 
 
+def test_distilled_dense_fine_tune_learns_from_the_trained_model_not_from_itself(run, monkeypatch):
+    """The finetune phase trains the parent itself when not distilling; distilled, the teacher must
+    stay the trained model: same weights as the run's model file after the fine-tune, and not the student."""
+    import lunarseg.train.distill as distill_module
+    from lunarseg.train.checkpoint import load_model, resolve_model
+
+    teachers, real = [], distill_module.with_teacher
+    monkeypatch.setattr(distill_module, "with_teacher", lambda ds, teacher: teachers.append(teacher) or real(ds, teacher))
+    make(run, sparsity=0.0, distill=1.0, name="dense-kd")
+    student = load_variant(run / "compressed" / "dense-kd")
+    trained = load_model(resolve_model(run)[0])
+    assert teachers, "the fine-tune did not read a teacher"
+    for teacher in teachers:
+        for got, want in zip(teacher.get_weights(), trained.get_weights()):
+            np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(student.get_weights(), trained.get_weights()))
+
+
 def own_val_iou(variant_dir):
     """A variant's validation rock IoU at its own threshold, from its saved model (not the teacher's or parent's)."""
     from lunarseg.train.checkpoint import resolve_model

@@ -465,8 +465,10 @@ def _prune(s: FineTune) -> None:
 
 
 def _finetune(s: FineTune) -> None:
-    """The dense control and plain fine-tunes: the trained model trained on, nothing removed."""
-    s.model = _fit_phase(s, "finetune", s.parent, s.cfg.epochs, _first_phase_lr(s))
+    """The dense control and plain fine-tunes: the trained model trained on, nothing removed. Distilled,
+    a copy is trained, so that the teacher stays the trained model instead of the student itself."""
+    start = _copy(s.parent) if s.cfg.distill else s.parent
+    s.model = _fit_phase(s, "finetune", start, s.cfg.epochs, _first_phase_lr(s))
 
 
 def _cluster(s: FineTune) -> None:
