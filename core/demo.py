@@ -174,13 +174,15 @@ def _train(d: DemoRun) -> None:
 
 def _evaluate(d: DemoRun) -> None:
     from lunarseg.runtime.objects import describe_objects
-    from lunarseg.train.evaluate import describe_recall_by_size, evaluate
+    from lunarseg.train.evaluate import describe_operating_points, describe_recall_by_size, evaluate
 
     d.report = report = evaluate(d.run, d.data, split="test", out_dir=d.run)
     print(f"test IoU {report['iou']:.4f} Dice {report['dice']:.4f} (mIoU with background {report['miou']:.4f}) "
           f"on {report['frames']} frames")
     print(describe_recall_by_size(report["recall_by_rock_size"]))
     print(describe_objects(report["objects"]))
+    if report["operating_points"]:
+        print(describe_operating_points(report["operating_points"]))
     d.paths.update(run=d.run, curves=d.run / "curves.png", eval_grid=report.get("grid"))
 
 

@@ -150,3 +150,21 @@ def test_rocks_below_the_frame_share_are_left_out_of_the_headline_but_kept_by_si
     r = counter.result()
     assert r["rocks"] == 0 and r["recall"] is None
     assert r["by_size"][0]["rocks"] == 1 and r["by_size"][0]["recall"] == 0.0
+
+
+def test_operating_points_show_a_faint_rock_found_only_below_its_probability():
+    from lunarseg.train.evaluate import THRESHOLDS, operating_points
+
+    y = np.zeros((1, 100, 100), np.uint8)
+    y[0, 10:20, 10:20] = 1  # a rock of 1 % of the frame, predicted at 0.32
+    y[0, 60:70, 60:70] = 1  # one predicted at 0.9
+    probs = np.zeros((1, 100, 100, 1), np.float32)
+    probs[0, 10:20, 10:20] = 0.32
+    probs[0, 60:70, 60:70] = 0.9
+    probs[0, 40:45, 80:85] = 0.27  # a false blob between 0.25 and 0.3
+    points = {p["threshold"]: p for p in operating_points(probs, y, "binary")}
+    assert tuple(points) == tuple(float(t) for t in THRESHOLDS)
+    assert (points[0.2]["found"], points[0.2]["right"]) == (1.0, 2 / 3)
+    assert (points[0.3]["found"], points[0.3]["right"], points[0.3]["iou"]) == (1.0, 1.0, 1.0)
+    assert (points[0.35]["found"], points[0.35]["iou"]) == (0.5, 0.5)
+    assert operating_points(np.zeros((1, 4, 4, 4), np.float32), np.zeros((1, 4, 4), np.uint8), "4class") == []

@@ -182,7 +182,7 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from lunarseg.runtime.objects import describe_objects
-    from lunarseg.train.evaluate import describe_recall_by_size, evaluate
+    from lunarseg.train.evaluate import describe_operating_points, describe_recall_by_size, evaluate
 
     report = evaluate(args.model, args.data, split=args.split, out_dir=args.out, max_frames=args.max_frames)
     keys = ("iou", "dice", "precision", "recall", "miou")
@@ -191,6 +191,8 @@ def _evaluate(args) -> int:
         print("per-class IoU: " + json.dumps({k: round(v, 4) for k, v in report["per_class_iou"].items()}))
     print(describe_recall_by_size(report["recall_by_rock_size"]))
     print(describe_objects(report["objects"]))
+    if report["operating_points"]:
+        print(describe_operating_points(report["operating_points"]))
     if args.out:
         print(f"report: {report['report']}\ngrid: {report['grid']}")
     return 0

@@ -73,6 +73,27 @@ def object_scores(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
     return counter.result()
 
 
+def operating_points(probs: np.ndarray, y: np.ndarray, task: str) -> list[dict]:
+    """Rock IoU, rocks found and blobs right at each threshold in THRESHOLDS (sigmoid heads; [] for
+    softmax): the recall a rover buys with a lower threshold, and what it costs in IoU and false blobs."""
+    if probs.shape[-1] != 1:
+        return []
+    points = []
+    for t in THRESHOLDS:
+        pred = to_classes(probs, task, float(t))
+        objects = object_scores(pred, y, task)
+        points.append({"threshold": float(t), "iou": score_arrays(probs, y, task, float(t))["iou"],
+                       "found": objects["recall"], "right": objects["precision"]})
+    return points
+
+
+def describe_operating_points(points: list[dict]) -> str:
+    """One line: 'threshold: rock IoU / found / right' at each threshold."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    return "threshold: rock IoU / rocks found / blobs right: " + ", ".join(
+        f"{p['threshold']:.2f}: {fmt(p['iou'])} / {fmt(p['found'])} / {fmt(p['right'])}" for p in points)
+
+
 def describe_recall_by_size(buckets: list[dict]) -> str:
     """One line: 'rock recall by true-rock size: 0-16 px 0.12 (30% of rock), ...'."""
     return "rock recall by true-rock size: " + ", ".join(
@@ -146,6 +167,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
     pred = to_classes(probs, meta.task, meta.threshold)
     report["recall_by_rock_size"] = recall_by_rock_size(pred, arrays.y, meta.task)
     report["objects"] = object_scores(pred, arrays.y, meta.task)
+    report["operating_points"] = operating_points(probs, arrays.y, meta.task)
     if out_dir:
         out = Path(out_dir)
         scores = per_frame_iou(pred, arrays.y, meta.task)
