@@ -11,7 +11,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lunarseg.runtime.errors import ConfigError, DatasetError, ModelFileError
-from lunarseg.train import cli as train_cli
 from lunarseg.train.compress import (CompressConfig, apply_qat, compress, format_report, load_variant, report_rows)
 from lunarseg.train.fit import train
 from lunarseg.train.sparsity import kernel_sparsity
@@ -261,7 +260,6 @@ def test_the_input_convolution_and_the_head_stay_dense_while_the_rest_is_pruned(
 
 def test_distillation_target_is_the_labels_then_the_teachers_probabilities_on_the_same_pixels(run):
     from lunarseg.train.checkpoint import load_model, resolve_model
-    from lunarseg.train.config import TrainConfig
     from lunarseg.train.distill import with_teacher
     from lunarseg.train.tf_input import make_dataset
 

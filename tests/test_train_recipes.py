@@ -11,7 +11,7 @@ import tf_keras as keras
 from lunarseg.runtime.errors import ConfigError
 from lunarseg.runtime.objects import ObjectCounter
 from lunarseg.train import losses
-from lunarseg.train.config import ARCHITECTURES, TrainConfig
+from lunarseg.train.config import ARCHITECTURES
 from lunarseg.train.fit import measure_training_speed, train
 from lunarseg.train.model import build_unet, count_macs
 from lunarseg.train.slim import slim_unet
