@@ -36,12 +36,8 @@ def _split_kwargs(meta: ModelMeta) -> dict:
 def _as_frames(calib, meta: ModelMeta, expected_hw=None) -> tuple[list[np.ndarray], int, set]:
     """Decode every item to the model's colour mode at its size; (frames, unreadable count, foreign
     sizes). Frames of `expected_hw` (the model's own size, when exporting at another) resize silently."""
-    if isinstance(calib, np.ndarray) and calib.ndim in (3, 4) and calib.dtype != object:
-        items = list(calib)  # N×H×W or N×H×W×C
-    else:
-        items = list(calib)
     frames, bad, sizes = [], 0, set()
-    for i, item in enumerate(items):
+    for i, item in enumerate(list(calib)):  # paths, bytes or arrays; an N×H×W(×C) array gives its frames
         try:
             if isinstance(item, (str, os.PathLike, bytes, bytearray)):
                 arr = imageio.read_image(item)

@@ -304,7 +304,6 @@ BACKENDS: dict[str, BackendSpec] = {
 }
 DEFAULT_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
 SUFFIXES = tuple(DEFAULT_BACKEND)
-BACKEND_NAMES = BACKENDS  # kept for callers of the earlier name
 
 
 def available(name: str) -> bool:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 3, 2
-
 SEGMENT_EPILOG = """\
 inputs: image files, directories (their images, sorted), glob patterns, or '-' to read frame
 paths from stdin, one per line, as they arrive (a camera writing frames into a folder).
