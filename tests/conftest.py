@@ -86,17 +86,12 @@ def _run_tmp(tmp_path_factory):
 
 @contextlib.contextmanager
 def _file_lock(path):
-    try:
-        from filelock import FileLock
-    except ImportError:
-        import fcntl
+    """An exclusive lock on `path` across the workers (released when the file closes)."""
+    import fcntl
 
-        with open(path, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
-            yield
-    else:
-        with FileLock(path):
-            yield
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _built_once_for_all_workers(build):
