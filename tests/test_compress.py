@@ -412,3 +412,19 @@ def test_compress_all_keeps_each_variants_own_epochs_unless_epochs_is_given(tmp_
     assert set(forced.values()) == {2}, forced
     [single] = compress_configs(parse(["compress", str(tmp_path), "--sparsity", "0.5", "--clusters", "16"]))
     assert (single.variant, single.epochs, single.clusters, single.cluster_epochs) == ("pruned50-c16", 4, 16, 2)
+
+
+def test_a_variant_chooses_its_threshold_by_its_parents_rule(run, monkeypatch):
+    from lunarseg.train import compress as compress_module, evaluate
+    from lunarseg.train.checkpoint import load_model, resolve_model
+
+    path, meta = resolve_model(run)
+    rules = []
+    monkeypatch.setitem(evaluate.THRESHOLD_RULES, "rocks-f2", lambda *a: rules.append("rocks-f2") or 0.45)
+    monkeypatch.setitem(evaluate.THRESHOLD_RULES, "iou", lambda *a: rules.append("iou") or 0.55)
+    f2_parent = dataclasses.replace(meta, train_config={**meta.train_config, "threshold_rule": "rocks-f2"})
+    model = load_model(path)
+    assert compress_module._val_scores(model, VA, f2_parent)[0] == 0.45
+    old_run = dataclasses.replace(meta, train_config={k: v for k, v in meta.train_config.items() if k != "threshold_rule"})
+    assert compress_module._val_scores(model, VA, old_run)[0] == 0.55  # a run from before the rule: iou
+    assert rules == ["rocks-f2", "iou"]

@@ -74,6 +74,17 @@ def test_tiny_model_lowers_its_loss_in_a_few_steps(tmp_path):
         assert (tmp_path / "run" / name).stat().st_size > 0
 
 
+def test_a_run_records_the_threshold_its_configured_rule_picks_on_val(tmp_path, monkeypatch):
+    from lunarseg.train import evaluate
+
+    seen = []
+    monkeypatch.setitem(evaluate.THRESHOLD_RULES, "rocks-f2", lambda probs, y, task: seen.append(len(y)) or 0.45)
+    train(tiny_cfg(epochs=2, learning_rate=5e-3, loss="bce-tversky-small", threshold_rule="rocks-f2"), None,
+          tmp_path / "run", verbose=0, train_arrays=blobs(32), val_arrays=blobs(8, seed=1))
+    meta = json.loads((tmp_path / "run/meta.json").read_text())
+    assert (meta["threshold"], meta["train_config"]["threshold_rule"], seen) == (0.45, "rocks-f2", [8])
+
+
 def best_threshold(run, val):
     """The swept threshold with the best validation rock IoU, recomputed from the saved model (ties: nearest 0.5)."""
     from lunarseg.train.evaluate import THRESHOLDS, score_arrays

@@ -91,7 +91,7 @@ def _loss(name, truth, pred):
     return float(tf.reduce_mean(losses.get_loss(name)(tf.constant(truth), tf.constant(pred))))
 
 
-@pytest.mark.parametrize("name", ["focal-dice", "bce-tversky"])
+@pytest.mark.parametrize("name", ["focal-dice", "bce-tversky", "bce-tversky-small"])
 def test_small_object_losses_are_lower_for_the_right_mask(name):
     truth = np.zeros((1, 8, 8, 1), np.float32)
     truth[0, 2:4, 2:4] = 1
@@ -106,6 +106,34 @@ def test_tversky_punishes_a_missed_rock_more_than_a_false_alarm_of_the_same_size
     missed = truth * 0.5  # rock half-found
     false_alarm = truth + (1 - truth) * 0.5  # background half-called rock
     assert losses.tversky_loss(truth, missed).numpy()[0] > losses.tversky_loss(truth, false_alarm).numpy()[0]
+
+
+def _small_and_big_rock():
+    truth = np.zeros((1, 64, 64), np.float32)
+    truth[0, 5:12, 5:12] = 1  # 49 px
+    truth[0, 20:60, 20:60] = 1  # 1,600 px
+    return truth
+
+
+def test_small_rock_weights_count_rocks_rather_than_pixels():
+    truth = _small_and_big_rock()
+    w = losses.small_rock_weight(tf.constant(truth)).numpy()
+    assert (w[truth == 0] == 1).all() and w.min() >= 1 and w.max() <= losses.SMALL_ROCK_MAX_WEIGHT
+    small, big = w[0, 5:12, 5:12].sum(), w[0, 20:60, 20:60].sum()
+    assert small / big > 3 * (49 / 1600)  # the small rock weighs > 3x its pixel share
+
+
+def test_small_rock_loss_punishes_missing_a_small_rock_more_than_as_many_pixels_of_a_big_one():
+    truth = _small_and_big_rock()
+    miss_small, miss_big = truth.copy(), truth.copy()
+    miss_small[0, 5:12, 5:12] = 0
+    miss_big[0, 36:43, 36:43] = 0  # 49 px inside the big rock
+    y = truth[..., None]
+    soft = lambda m: np.clip(m * 0.9 + 0.05, 0, 1)[..., None].astype(np.float32)  # noqa: E731
+    weighted = [_loss("bce-tversky-small", y, soft(m)) for m in (miss_small, miss_big)]
+    plain = [_loss("bce-tversky", y, soft(m)) for m in (miss_small, miss_big)]
+    assert plain[0] == pytest.approx(plain[1], rel=1e-6)  # the plain loss counts pixels alike
+    assert weighted[0] > 1.5 * weighted[1]
 
 
 def test_focal_loss_fades_easy_pixels_more_than_cross_entropy():
@@ -168,3 +196,43 @@ def test_operating_points_show_a_faint_rock_found_only_below_its_probability():
     assert (points[0.3]["found"], points[0.3]["right"], points[0.3]["iou"]) == (1.0, 1.0, 1.0)
     assert (points[0.35]["found"], points[0.35]["iou"]) == (0.5, 0.5)
     assert operating_points(np.zeros((1, 4, 4, 4), np.float32), np.zeros((1, 4, 4), np.uint8), "4class") == []
+
+
+def _faint_rock_and_halo():
+    """A strong rock with a faint halo of background around it, and a small faint rock: including
+    the faint probabilities finds every rock but costs pixel IoU."""
+    y = np.zeros((1, 100, 100), np.uint8)
+    y[0, 20:40, 20:40] = 1  # strong rock, predicted at 0.9
+    y[0, 70:78, 70:78] = 1  # faint rock (0.64 % of the frame), predicted at 0.32
+    probs = np.zeros((1, 100, 100, 1), np.float32)
+    probs[0, 17:43, 17:43] = 0.31  # halo
+    probs[0, 20:40, 20:40] = 0.9
+    probs[0, 70:78, 70:78] = 0.32
+    return probs, y
+
+
+def test_rocks_f2_threshold_rule_finds_the_faint_rock_the_iou_rule_drops():
+    from lunarseg.train.evaluate import choose_threshold
+
+    probs, y = _faint_rock_and_halo()
+    assert choose_threshold(probs, y, "binary", "iou") == 0.5  # 0.35..0.8 tie on IoU: nearest 0.5
+    assert choose_threshold(probs, y, "binary", "rocks-f2") == 0.3  # 0.2..0.3 find both: nearest 0.5
+
+
+def test_an_unknown_threshold_rule_is_a_one_line_error_listing_the_rules():
+    from lunarseg.runtime.errors import ConfigError
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.evaluate import THRESHOLD_RULES, choose_threshold
+
+    probs, y = _faint_rock_and_halo()
+    for call in (lambda: choose_threshold(probs, y, "binary", "f1"), lambda: TrainConfig(threshold_rule="f1").validate()):
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert "\n" not in str(err.value) and all(k in str(err.value) for k in THRESHOLD_RULES)
+
+
+def test_config_lists_the_threshold_rules_and_losses_that_exist():
+    from lunarseg.train import config, evaluate
+
+    assert tuple(config.THRESHOLD_RULES) == tuple(evaluate.THRESHOLD_RULES)
+    assert tuple(config.LOSSES) == tuple(losses.LOSS_FUNCTIONS)

@@ -18,7 +18,7 @@ def _register_train(sub) -> None:
     """`lunarseg train`: the model's shape and the training recipe (TrainConfig's fields)."""
     from lunarseg.data.loader import COLOUR_MODES
     from lunarseg.runtime.masks import CLASS_NAMES
-    from lunarseg.train.config import ARCHITECTURES, LOSSES, STRATEGIES
+    from lunarseg.train.config import ARCHITECTURES, LOSSES, STRATEGIES, THRESHOLD_RULES
 
     p = sub.add_parser("train", help="train the U-Net on a dataset root (synthetic or the Kaggle layout)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -36,6 +36,9 @@ def _register_train(sub) -> None:
     p.add_argument("--crop", default="0", help="train on random crops WIDTHxHEIGHT of the --size frames "
                    "(0 = whole frames): finer scale at the cost of one crop per step")
     p.add_argument("--colour", default="gray", help=" | ".join(COLOUR_MODES))
+    p.add_argument("--threshold-rule", default="iou", choices=THRESHOLD_RULES,
+                   help="how the threshold is chosen on val: iou = best pixel rock IoU; rocks-f2 = best "
+                   "object-level F2 of rocks found and blobs right (a miss weighs 4x a false blob)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine-decayed)")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--no-batchnorm", action="store_true")
@@ -161,7 +164,7 @@ def config_from_args(args):
                        task=args.task, batchnorm=not args.no_batchnorm, dropout=args.dropout, loss=args.loss,
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, patience=args.patience,
                        augment=not args.no_augment, rotate=args.rotate, seed=args.seed, strategy=args.strategy,
-                       max_frames=args.max_frames).validate()
+                       max_frames=args.max_frames, threshold_rule=args.threshold_rule).validate()
 
 
 def _train(args) -> int:

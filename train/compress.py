@@ -324,7 +324,8 @@ def _fit(model, tr: SplitArrays, va: SplitArrays, tcfg: TrainConfig, epochs: int
 def _val_scores(model, va: SplitArrays, meta, threshold: float | None = None):
     """(threshold, scores) on the validation frames: at `threshold`, or at the best one for this model."""
     probs = forward.predict(model, normalise(va.x, meta))
-    threshold = choose_threshold(probs, va.y, meta.task) if threshold is None else threshold
+    if threshold is None:  # the parent's own rule, so variant and parent sit at comparable operating points
+        threshold = choose_threshold(probs, va.y, meta.task, fine_tune_config(meta).threshold_rule)
     return threshold, score_arrays(probs, va.y, meta.task, threshold)
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from lunarseg.runtime.errors import ConfigError, unknown_key
 from lunarseg.runtime.masks import CLASS_NAMES
 
-LOSSES = ("bce", "bce-dice", "focal-dice", "bce-tversky")
+LOSSES = ("bce", "bce-dice", "focal-dice", "bce-tversky", "bce-tversky-small")
 # Keys of train/model.py's BUILDERS (kept here so a config validates without TensorFlow).
 ARCHITECTURES = ("unet", "ds-unet")
 STRATEGIES = ("default", "mirrored", "multi-worker")
+# Keys of train/evaluate.py's THRESHOLD_RULES (how the threshold is chosen on validation frames).
+THRESHOLD_RULES = ("iou", "rocks-f2")
 # Fields that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "patience", "strategy")
 
@@ -46,6 +48,9 @@ class TrainConfig:
     crop_width: int = 0
     crop_height: int = 0
     arch: str = "unet"
+    # How the deployed threshold is chosen on the validation frames: the best pixel rock IoU ("iou"),
+    # or a rover's operating point, the best object-level F2 of rocks found and blobs right ("rocks-f2").
+    threshold_rule: str = "iou"
 
     def validate(self) -> "TrainConfig":
         if self.task not in CLASS_NAMES:
@@ -71,6 +76,8 @@ class TrainConfig:
             check_input_size(self.crop_width, self.crop_height, self.depth)
         if self.arch not in ARCHITECTURES:
             raise unknown_key("architecture", self.arch, ARCHITECTURES)
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise unknown_key("threshold rule", self.threshold_rule, THRESHOLD_RULES)
         return self
 
     @property

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from lunarseg.runtime import atomic
+from lunarseg.runtime.errors import unknown_key
 from lunarseg.runtime.masks import class_names, overlay, rock_mask
 from lunarseg.runtime.metrics import MetricAccumulator, iou
 from lunarseg.runtime.preprocess import probs_to_classes
@@ -32,12 +33,40 @@ def score_arrays(probs: np.ndarray, y: np.ndarray, task: str, threshold: float) 
     return acc.result()
 
 
-def choose_threshold(probs: np.ndarray, y: np.ndarray, task: str) -> float:
-    """The threshold in THRESHOLDS with the best validation rock IoU (0.5 for softmax heads)."""
+def f_beta(recall: float | None, precision: float | None, beta: float) -> float:
+    """F-beta of recall and precision (recall weighs beta² times as much); 0 when either is 0 or unknown."""
+    if not recall or not precision:
+        return 0.0
+    return (1 + beta ** 2) * precision * recall / (beta ** 2 * precision + recall)
+
+
+def _best_iou_threshold(probs: np.ndarray, y: np.ndarray, task: str) -> float:
+    return max(THRESHOLDS, key=lambda t: (score_arrays(probs, y, task, t)["iou"], -abs(t - 0.5)))
+
+
+def _best_rocks_f2_threshold(probs: np.ndarray, y: np.ndarray, task: str) -> float:
+    points = operating_points(probs, y, task)
+    if all(p["found"] is None for p in points):  # no rock big enough to count: fall back to pixels
+        return _best_iou_threshold(probs, y, task)
+    return max(points, key=lambda p: (round(f_beta(p["found"], p["right"], 2.0), 12), round(p["iou"], 12),
+                                      -abs(p["threshold"] - 0.5)))["threshold"]
+
+
+# How the binarisation threshold is chosen on the validation frames (TrainConfig.threshold_rule).
+# "rocks-f2" is a rover's operating point: object-level F2 of rocks found and blobs right (a missed
+# rock weighs 4× a false blob, as a rover that drives into a rock loses more than one that steers
+# around a shadow), ties to the better pixel IoU.
+THRESHOLD_RULES = {"iou": _best_iou_threshold, "rocks-f2": _best_rocks_f2_threshold}
+
+
+def choose_threshold(probs: np.ndarray, y: np.ndarray, task: str, rule: str = "iou") -> float:
+    """The threshold in THRESHOLDS that `rule` (THRESHOLD_RULES) picks on validation frames; 0.5 for
+    softmax heads."""
+    if rule not in THRESHOLD_RULES:
+        raise unknown_key("threshold rule", rule, THRESHOLD_RULES)
     if probs.shape[-1] != 1:
         return 0.5
-    best = max(THRESHOLDS, key=lambda t: (score_arrays(probs, y, task, t)["iou"], -abs(t - 0.5)))
-    return float(best)
+    return float(THRESHOLD_RULES[rule](probs, y, task))
 
 
 def recall_by_rock_size(pred: np.ndarray, y: np.ndarray, task: str) -> list[dict]:

@@ -310,7 +310,7 @@ def _best_model_on_val(cfg: TrainConfig, paths: RunPaths, va: SplitArrays):
         best = at_input_size(best, cfg)
         checkpoint.save_model(best, paths.model)
     probs = forward.predict(best, normalise(va.x), cfg.batch_size)
-    threshold = choose_threshold(probs, va.y, cfg.task)
+    threshold = choose_threshold(probs, va.y, cfg.task, cfg.threshold_rule)
     return best, threshold, score_arrays(probs, va.y, cfg.task, threshold)
 
 

@@ -64,12 +64,50 @@ def focal_loss(y_true, y_pred):
     return tf.reduce_mean(-((1.0 - p_true) ** FOCAL_GAMMA) * tf.math.log(p_true), axis=[1, 2, 3])
 
 
+def _tversky(t, p, rock_weight=None):
+    """Tversky loss per frame; `rock_weight` (N×H×W) scales the rock pixels' TP and FN terms."""
+    wt = t if rock_weight is None else t * rock_weight
+    tp = tf.reduce_sum(wt * p, axis=[1, 2])
+    fp, fn = tf.reduce_sum((1.0 - t) * p, axis=[1, 2]), tf.reduce_sum(wt * (1.0 - p), axis=[1, 2])
+    return 1.0 - (tp + SMOOTH) / (tp + TVERSKY_FP * fp + TVERSKY_FN * fn + SMOOTH)
+
+
 @keras.saving.register_keras_serializable(package="lunarseg")
 def tversky_loss(y_true, y_pred):
+    return _tversky(*_rock_probability(y_true, y_pred))
+
+
+# Small-rock weighting: a rock pixel weighs 1 / (the rock share of the WINDOW×WINDOW window around it),
+# clipped to [1, MAX]. A rock much smaller than the window then weighs about as much as one that fills
+# it, so the loss counts rocks rather than pixels, the way "rocks found" does (cf. Kofler et al. 2022,
+# "blob loss"); no labelling pass is needed, since the weights come from the crop's own mask.
+SMALL_ROCK_WINDOW = 15  # model-input pixels: 225 px, about 4× the smallest rock "found" counts at 384×256
+SMALL_ROCK_MAX_WEIGHT = 8.0
+
+
+def small_rock_weight(t):
+    """N×H×W weights from the N×H×W 0/1 rock truth: 1 on background, 1..MAX on rock (see above)."""
+    share = tf.nn.avg_pool2d(t[..., None], SMALL_ROCK_WINDOW, 1, "SAME")[..., 0]
+    rock = tf.clip_by_value(1.0 / tf.maximum(share, 1.0 / SMALL_ROCK_MAX_WEIGHT), 1.0, SMALL_ROCK_MAX_WEIGHT)
+    return 1.0 + t * (rock - 1.0)
+
+
+def _pixel_cross_entropy(y_true, y_pred):
+    """N×H×W cross-entropy (binary or sparse categorical)."""
+    if y_pred.shape[-1] == 1:
+        t = tf.cast(tf.reshape(y_true, tf.shape(y_pred)), tf.float32)
+        return keras.losses.binary_crossentropy(t, y_pred)
+    t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1])
+    return keras.losses.sparse_categorical_crossentropy(t, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def small_rock_bce_tversky_loss(y_true, y_pred):
+    """BCE + Tversky with small-rock weights on the rock pixels of both terms (weighted mean BCE)."""
     t, p = _rock_probability(y_true, y_pred)
-    tp = tf.reduce_sum(t * p, axis=[1, 2])
-    fp, fn = tf.reduce_sum((1.0 - t) * p, axis=[1, 2]), tf.reduce_sum(t * (1.0 - p), axis=[1, 2])
-    return 1.0 - (tp + SMOOTH) / (tp + TVERSKY_FP * fp + TVERSKY_FN * fn + SMOOTH)
+    w = small_rock_weight(t)
+    ce = tf.reduce_sum(w * _pixel_cross_entropy(y_true, y_pred), axis=[1, 2]) / tf.reduce_sum(w, axis=[1, 2])
+    return ce + _tversky(t, p, w)
 
 
 @keras.saving.register_keras_serializable(package="lunarseg")
@@ -83,7 +121,7 @@ def bce_tversky_loss(y_true, y_pred):
 
 
 LOSS_FUNCTIONS = {"bce": bce_loss, "bce-dice": bce_dice_loss, "focal-dice": focal_dice_loss,
-                  "bce-tversky": bce_tversky_loss}
+                  "bce-tversky": bce_tversky_loss, "bce-tversky-small": small_rock_bce_tversky_loss}
 
 
 def get_loss(name: str):
