@@ -31,7 +31,8 @@ def model_line(meta: dict) -> str:
     return (f"Model: {cfg.get('arch', 'unet')}, {cfg['width']}×{cfg['height']} {cfg['colour_mode']} input{crop}, depth "
             f"{cfg['depth']}, {cfg['filters']} filters ({extra.get('macs', 0) / 1e9:.2f} GMAC), loss {cfg['loss']}, "
             f"lr {cfg['learning_rate']:g} {cfg['lr_schedule']}, {extra.get('epochs_trained')} epochs "
-            f"(best {extra.get('best_epoch')}), {extra.get('train_images_per_s')} training samples/s.")
+            f"(best {extra.get('best_epoch')}), {extra.get('train_images_per_s')} training samples/s; threshold "
+            f"{meta.get('threshold', 0.5):.2f} chosen on val by the {cfg.get('threshold_rule', 'iou')} rule.")
 
 
 def quality_lines(ev: dict) -> list[str]:

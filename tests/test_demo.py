@@ -35,13 +35,23 @@ def test_quick_demo_runs_every_stage_and_prints_the_paths(tmp_path, capsys):
 
 
 def assert_gate_holds(results, selection, limit):
-    """Every deployable row over the IoU-drop limit has a violation naming it, at least one does (the quick
-    demo exercises the gate), and the deployed artifact is within the limit."""
-    over = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["iou_drop"] > limit]
-    assert over, "no artifact of the quick demo breaks the IoU-drop limit: the gate is not exercised"
-    for r in over:
-        name = f"LIMIT {r['variant']}/{r['format']} (threads={r['threads']}): IoU drop {r['iou_drop']:.4f} > limit {limit}"
-        assert name in results["violations"], name
-    deployed = [r for r in results["rows"] if (r["variant"], r["format"], r["engine"])
+    """The bench recorded exactly the violations the gate finds at the demo's limit, each row over it
+    named; the deployed artifact is within it. And the gate is exercised on the demo's own rows whatever
+    the training gave: at half the largest IoU drop measured, it names that row."""
+    from lunarseg.benchmarks.bench import _violations
+    from lunarseg.benchmarks.limits import Limits
+
+    rows, threads = results["rows"], results["threads"][0]
+    assert results["violations"] == _violations(rows, Limits(max_iou_drop=limit), threads)
+    ok = [r for r in rows if r.get("deployable") and r["status"] == "ok" and r["threads"] == threads]
+    for r in ok:
+        if r["iou_drop"] > limit:
+            name = f"LIMIT {r['variant']}/{r['format']} (threads={r['threads']}): IoU drop {r['iou_drop']:.4f} > limit {limit}"
+            assert name in results["violations"], name
+    worst = max(ok, key=lambda r: r["iou_drop"])
+    assert worst["iou_drop"] > 0, "no compressed artifact of the quick demo lost any IoU"
+    tight = _violations(rows, Limits(max_iou_drop=worst["iou_drop"] / 2), threads)
+    assert any(v.startswith(f"LIMIT {worst['variant']}/{worst['format']} ") for v in tight)
+    deployed = [r for r in rows if (r["variant"], r["format"], r["engine"])
                 == (selection["variant"], selection["format"], selection["engine"])]
     assert len(deployed) == 1 and deployed[0]["iou_drop"] <= limit and selection["max_iou_drop"] == limit

@@ -12,8 +12,9 @@ def _write(path, obj):
 def fake_run(tmp_path, control_val):
     run = tmp_path / "run"
     cfg = {"arch": "unet", "width": 384, "height": 256, "colour_mode": "gray", "crop_width": 192, "crop_height": 128,
-           "depth": 4, "filters": 8, "loss": "bce-dice", "learning_rate": 0.01, "lr_schedule": "cosine"}
-    _write(run / "meta.json", {"train_config": cfg, "val_metrics": {"iou": 0.60}, "created": "2026-12-01T10:00:00",
+           "depth": 4, "filters": 8, "loss": "bce-dice", "learning_rate": 0.01, "lr_schedule": "cosine",
+           "threshold_rule": "rocks-f2"}
+    _write(run / "meta.json", {"train_config": cfg, "threshold": 0.35, "val_metrics": {"iou": 0.60}, "created": "2026-12-01T10:00:00",
                                "extra": {"macs": 1.29e9, "epochs_trained": 90, "best_epoch": 88, "train_images_per_s": 30}})
     _write(run / "eval_test.json", {"frames": 21, "iou": 0.65, "dice": 0.79, "precision": 0.8, "recall": 0.78,
                                     "miou": 0.82, "objects": {"recall": 0.9, "rocks": 278, "precision": 0.98, "blobs": 264}})
@@ -28,6 +29,7 @@ def test_report_shows_quality_variants_and_drops_against_the_dense_control(tmp_p
     assert "| 21 | 0.650 | 0.790 |" in text and "0.900 (278)" in text
     assert "| slim40 | 0.200 | 16 | 0.5800 | +0.0200 | +0.0250 |" in text
     assert "counts as converged" in text
+    assert "threshold 0.35 chosen on val by the rocks-f2 rule" in text
     assert (tmp_path / "run/report.md").read_text() == text
 
 

@@ -62,6 +62,16 @@ def test_crop_training_batches_are_crops_with_their_masks_aligned():
     np.testing.assert_array_equal(bright, y.numpy()[..., 0] == 1)
 
 
+def test_sensor_noise_augmentation_is_as_strong_as_noise_max_says():
+    data = blobs(8)
+    first = lambda **kw: next(iter(make_dataset(data.x, data.y, tiny_cfg(seed=3, **kw), training=True)))[0].numpy()  # noqa: E731
+    quiet, barely, loud = first(noise_max=0.0), first(noise_max=1e-6), first(noise_max=0.3)
+    assert np.abs(barely - quiet).max() < 1e-4  # the same draws apart from the noise
+    assert np.abs(loud - quiet).mean() > 10 * np.abs(barely - quiet).mean() + 0.01
+    with pytest.raises(ConfigError, match="noise_max"):
+        tiny_cfg(noise_max=1.5).validate()
+
+
 def test_crop_trained_run_is_saved_at_the_model_input_size(tmp_path):
     cfg = tiny_cfg(crop_width=16, crop_height=16, epochs=2)
     train(cfg, None, tmp_path / "run", verbose=0, train_arrays=blobs(16), val_arrays=blobs(8, seed=1))

@@ -36,6 +36,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # "cosine" | "constant"
     patience: int = 6
     augment: bool = True
+    # Sensor-noise augmentation: Gaussian noise of a sigma drawn from [0, noise_max] of the full scale.
+    noise_max: float = 0.03
     # Vertical flips and 90° rotations: off by default, since a rover camera always has the sky
     # on top and near rocks at the bottom, and that perspective is a cue worth keeping.
     rotate: bool = False
@@ -66,6 +68,8 @@ class TrainConfig:
         for name in ("width", "height", "depth", "filters", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.noise_max < 1.0:
+            raise ConfigError(f"noise_max must be in [0, 1), got {self.noise_max}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         check_input_size(self.width, self.height, self.depth)

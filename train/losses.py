@@ -28,13 +28,18 @@ def soft_dice_loss(y_true, y_pred):
     return 1.0 - (2.0 * inter + SMOOTH) / (denom + SMOOTH)
 
 
-@keras.saving.register_keras_serializable(package="lunarseg")
-def bce_loss(y_true, y_pred):
+def _pixel_cross_entropy(y_true, y_pred):
+    """N×H×W cross-entropy (binary or sparse categorical)."""
     if y_pred.shape[-1] == 1:
         t = tf.cast(tf.reshape(y_true, tf.shape(y_pred)), tf.float32)
-        return tf.reduce_mean(keras.losses.binary_crossentropy(t, y_pred), axis=[1, 2])
+        return keras.losses.binary_crossentropy(t, y_pred)
     t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1])
-    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(t, y_pred), axis=[1, 2])
+    return keras.losses.sparse_categorical_crossentropy(t, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="lunarseg")
+def bce_loss(y_true, y_pred):
+    return tf.reduce_mean(_pixel_cross_entropy(y_true, y_pred), axis=[1, 2])
 
 
 @keras.saving.register_keras_serializable(package="lunarseg")
@@ -90,15 +95,6 @@ def small_rock_weight(t):
     share = tf.nn.avg_pool2d(t[..., None], SMALL_ROCK_WINDOW, 1, "SAME")[..., 0]
     rock = tf.clip_by_value(1.0 / tf.maximum(share, 1.0 / SMALL_ROCK_MAX_WEIGHT), 1.0, SMALL_ROCK_MAX_WEIGHT)
     return 1.0 + t * (rock - 1.0)
-
-
-def _pixel_cross_entropy(y_true, y_pred):
-    """N×H×W cross-entropy (binary or sparse categorical)."""
-    if y_pred.shape[-1] == 1:
-        t = tf.cast(tf.reshape(y_true, tf.shape(y_pred)), tf.float32)
-        return keras.losses.binary_crossentropy(t, y_pred)
-    t = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(y_pred)[:-1])
-    return keras.losses.sparse_categorical_crossentropy(t, y_pred)
 
 
 @keras.saving.register_keras_serializable(package="lunarseg")

@@ -27,7 +27,7 @@ def affine_of(meta=None) -> tuple[float, float]:
     return (full - zero) / 255.0, zero
 
 
-def _augment(image, mask, seed, rotate: bool):
+def _augment(image, mask, seed, rotate: bool, noise_max: float = 0.03):
     """image float32 H×W×C in [0, 1], mask uint8 H×W×1; the same geometry for both."""
     seeds = tf.random.experimental.stateless_split(seed, num=9)
     u = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)  # noqa: E731
@@ -53,7 +53,7 @@ def _augment(image, mask, seed, rotate: bool):
     img = tf.clip_by_value(img * u(6, 0.75, 1.25) + (u(7) - 0.5) * 0.1, 0.0, 1.0)
     img = tf.pow(img + 1e-6, u(8, 0.8, 1.25))
     noise_seed = tf.random.experimental.stateless_fold_in(seed, 99)
-    sigma = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7), 0.0, 0.03)
+    sigma = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7), 0.0, noise_max)
     img = img + tf.random.stateless_normal(tf.shape(img), noise_seed) * sigma
     return tf.clip_by_value(img, 0.0, 1.0), tf.cast(tf.round(msk), tf.uint8)
 
@@ -89,7 +89,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *, training: bo
                 ds = ds.map(lambda xy, s: (_random_crop(xy[0], xy[1], s, cfg.crop_height, cfg.crop_width), s),
                             num_parallel_calls=tf.data.AUTOTUNE)
             if cfg.augment:
-                ds = ds.map(lambda xy, s: (_augment(xy[0], xy[1], s, cfg.rotate), s),
+                ds = ds.map(lambda xy, s: (_augment(xy[0], xy[1], s, cfg.rotate, cfg.noise_max), s),
                             num_parallel_calls=tf.data.AUTOTUNE)
             ds = ds.map(lambda xy, s: xy)
     else:
