@@ -139,6 +139,11 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path)
               train_arrays=blobs(8), val_arrays=blobs(8, 1))
 
 
+def test_a_resumed_run_may_change_its_threshold_rule_since_the_rule_acts_after_training():
+    assert TrainConfig().differences(TrainConfig(threshold_rule="rocks-f2")) == []
+    assert TrainConfig().differences(TrainConfig(noise_max=0.01)) == ["noise_max: 0.03 -> 0.01"]
+
+
 @pytest.mark.slow
 def test_training_into_an_existing_run_without_resume_is_refused(tmp_path):
     train(tiny_cfg(epochs=1), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1))

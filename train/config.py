@@ -14,7 +14,7 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 # Keys of train/evaluate.py's THRESHOLD_RULES (how the threshold is chosen on validation frames).
 THRESHOLD_RULES = ("iou", "rocks-f2")
 # Fields that may change when a run is resumed; anything else must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "patience", "strategy")
+RESUMABLE_CHANGES = ("epochs", "patience", "strategy", "threshold_rule")  # the rule acts after training
 
 
 @dataclass
