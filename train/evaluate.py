@@ -25,12 +25,16 @@ def to_classes(probs: np.ndarray, task: str, threshold: float) -> np.ndarray:
     return np.stack([probs_to_classes(p, rule) for p in probs]) if len(probs) else np.zeros(probs.shape[:-1], np.uint8)
 
 
-def score_arrays(probs: np.ndarray, y: np.ndarray, task: str, threshold: float) -> dict:
+def score_classes(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
+    """Pixel scores of N×H×W class maps against the labels."""
     acc = MetricAccumulator(class_names(task))
-    pred = to_classes(probs, task, threshold)
     for t, p in zip(y, pred):
         acc.update(t, p)
     return acc.result()
+
+
+def score_arrays(probs: np.ndarray, y: np.ndarray, task: str, threshold: float) -> dict:
+    return score_classes(to_classes(probs, task, threshold), y, task)
 
 
 def f_beta(recall: float | None, precision: float | None, beta: float) -> float:
@@ -111,7 +115,7 @@ def operating_points(probs: np.ndarray, y: np.ndarray, task: str) -> list[dict]:
     for t in THRESHOLDS:
         pred = to_classes(probs, task, float(t))
         objects = object_scores(pred, y, task)
-        points.append({"threshold": float(t), "iou": score_arrays(probs, y, task, float(t))["iou"],
+        points.append({"threshold": float(t), "iou": score_classes(pred, y, task)["iou"],
                        "found": objects["recall"], "right": objects["precision"]})
     return points
 
@@ -191,9 +195,9 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
                         colour_mode=meta.colour_mode, max_frames=max_frames)
     x = normalise(np.asarray(arrays.x), meta)
     probs = np.concatenate([model.predict(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)], axis=0)
-    report = score_arrays(probs, arrays.y, meta.task, meta.threshold)
-    report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
     pred = to_classes(probs, meta.task, meta.threshold)
+    report = score_classes(pred, arrays.y, meta.task)
+    report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
     report["recall_by_rock_size"] = recall_by_rock_size(pred, arrays.y, meta.task)
     report["objects"] = object_scores(pred, arrays.y, meta.task)
     report["operating_points"] = operating_points(probs, arrays.y, meta.task)
