@@ -93,9 +93,10 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
               costs: StageCosts = StageCosts(), train_share: float = 1.0) -> DemoPlan:
     """Split the time left between training and fine-tuning the variants.
 
-    Training gets `TRAIN_SHARE` of the fine-tuning time (at least `MIN_TRAIN_EPOCHS`, at most
-    `max_train_epochs`; 0 when the base model is already trained and `elapsed_s` includes it) but
-    never the variants' minimum; what its whole epochs leave goes to the variants, each scaled by
+    Training gets `TRAIN_SHARE` of the fine-tuning time, or all that the variants at their default
+    epochs leave if that is more (at least `MIN_TRAIN_EPOCHS`, at most `max_train_epochs`; 0 when the
+    base model is already trained and `elapsed_s` includes it), but never the variants' minimum; what
+    its whole epochs leave goes to the variants, each scaled by
     the same factor of its default epochs beyond its minimum (one clustering epoch at least, never
     more than its defaults). `images_per_s` counts whole model-size frames; training on crops
     (`train_share` of a frame) makes its epochs cheaper than the whole-frame fine-tunes'.
@@ -115,8 +116,9 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
         return (e * v.cost + c) * epoch + over * (2 if c else 1)
 
     least = sum(variant_s(v, v.min_epochs, 1 if v.cluster_epochs else 0) for v in variants)
+    most = sum(variant_s(v, v.epochs, v.cluster_epochs) for v in variants)  # every variant at its defaults
     train_over = costs.train_overhead_epochs * epoch
-    train_time = min(TRAIN_SHARE * tunable, tunable - least) - train_over
+    train_time = min(max(TRAIN_SHARE * tunable, tunable - most), tunable - least) - train_over
     train_epochs = 0 if max_train_epochs == 0 else max(
         MIN_TRAIN_EPOCHS, min(max_train_epochs, int(train_time // train_epoch) if train_time > 0 else 0))
     train_s = train_epochs * train_epoch + train_over if train_epochs else 0.0

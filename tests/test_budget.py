@@ -142,3 +142,13 @@ def test_the_control_is_budgeted_as_the_longest_variant_so_no_time_is_planned_fo
     control = _as_long_as_the_longest(work[1], work)
     assert (control.epochs, control.min_epochs, control.cluster_epochs) == (6, 4, 0)
     assert _as_long_as_the_longest(work[0], work) is work[0]
+
+
+def test_time_the_variants_cannot_use_at_their_default_epochs_goes_to_training():
+    few = [VariantWork("pruned50-c8", 4, cluster_epochs=2, min_epochs=3), VariantWork("dense-ft", 6, min_epochs=4)]
+    p = plan(13.0, budget_min=16.0, variants=few, max_train_epochs=400, train_share=0.25)
+    assert p.variant_epochs == {"pruned50-c8": (4, 2), "dense-ft": (6, 0)}  # the variants at their defaults
+    # training takes the rest, beyond TRAIN_SHARE of it: the plan fills the budget to within one epoch
+    epoch = StageCosts().epoch_s(156, 22, 13.0, 0.25)
+    assert 16 * 60 - epoch <= sum(p.estimate_s.values()) <= 16 * 60
+    assert p.estimate_s["train"] > 0.65 * (p.estimate_s["train"] + p.estimate_s["compress"])

@@ -246,3 +246,31 @@ def test_config_lists_the_threshold_rules_and_losses_that_exist():
 
     assert tuple(config.THRESHOLD_RULES) == tuple(evaluate.THRESHOLD_RULES)
     assert tuple(config.LOSSES) == tuple(losses.LOSS_FUNCTIONS)
+
+
+def test_one_cycle_warms_up_from_a_tenth_of_the_rate_over_a_tenth_of_the_steps_then_decays():
+    from lunarseg.train.fit import learning_rate_schedule
+
+    lr = learning_rate_schedule(tiny_cfg(learning_rate=0.02, lr_schedule="one-cycle"), 1000)
+    rate = lambda step: float(lr(step))  # noqa: E731
+    assert rate(0) == pytest.approx(0.002) and rate(50) == pytest.approx(0.011) and rate(100) == pytest.approx(0.02)
+    assert rate(100) > rate(500) > rate(999) and rate(1000) == pytest.approx(0.001)  # cosine down to 5 %
+    cosine = learning_rate_schedule(tiny_cfg(learning_rate=0.02, lr_schedule="cosine"), 1000)
+    assert float(cosine(0)) == pytest.approx(0.02) and float(cosine(1000)) == pytest.approx(0.001)
+
+
+def test_an_unknown_learning_rate_schedule_is_a_one_line_error_listing_the_schedules():
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.fit import LR_SCHEDULES, learning_rate_schedule
+
+    cfg = TrainConfig(lr_schedule="step")
+    for call in (cfg.validate, lambda: learning_rate_schedule(cfg, 10)):
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert "\n" not in str(err.value) and all(k in str(err.value) for k in LR_SCHEDULES)
+
+
+def test_config_lists_the_learning_rate_schedules_that_exist():
+    from lunarseg.train import config, fit
+
+    assert tuple(config.LR_SCHEDULES) == tuple(fit.LR_SCHEDULES)

@@ -18,7 +18,7 @@ def _register_train(sub) -> None:
     """`lunarseg train`: the model's shape and the training recipe (TrainConfig's fields)."""
     from lunarseg.data.loader import COLOUR_MODES
     from lunarseg.runtime.masks import CLASS_NAMES
-    from lunarseg.train.config import ARCHITECTURES, LOSSES, STRATEGIES, THRESHOLD_RULES
+    from lunarseg.train.config import ARCHITECTURES, LOSSES, LR_SCHEDULES, STRATEGIES, THRESHOLD_RULES
 
     p = sub.add_parser("train", help="train the U-Net on a dataset root (synthetic or the Kaggle layout)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -39,7 +39,10 @@ def _register_train(sub) -> None:
     p.add_argument("--threshold-rule", default="iou", choices=THRESHOLD_RULES,
                    help="how the threshold is chosen on val: iou = best pixel rock IoU; rocks-f2 = best "
                    "object-level F2 of rocks found and blobs right (a miss weighs 4x a false blob)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine-decayed)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (the peak, with a schedule)")
+    p.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES,
+                   help="cosine: decays to 5 %% over the run; one-cycle: a linear warm-up from a tenth of --lr over "
+                   "the first tenth of the steps, then the cosine decay; constant")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--no-batchnorm", action="store_true")
     p.add_argument("--dropout", type=float, default=0.0)
@@ -162,8 +165,8 @@ def config_from_args(args):
     crop = (0, 0) if args.crop in ("0", "") else parse_size(args.crop, "--crop", min_side=1, square_ok=True)
     return TrainConfig(width=width, height=height, arch=args.arch, crop_width=crop[0], crop_height=crop[1], depth=args.depth, filters=args.filters, colour_mode=args.colour,
                        task=args.task, batchnorm=not args.no_batchnorm, dropout=args.dropout, loss=args.loss,
-                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, patience=args.patience,
-                       augment=not args.no_augment, rotate=args.rotate, seed=args.seed, strategy=args.strategy,
+                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, lr_schedule=args.lr_schedule,
+                       patience=args.patience, augment=not args.no_augment, rotate=args.rotate, seed=args.seed, strategy=args.strategy,
                        max_frames=args.max_frames, threshold_rule=args.threshold_rule).validate()
 
 

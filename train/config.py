@@ -13,6 +13,8 @@ ARCHITECTURES = ("unet", "ds-unet")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 # Keys of train/evaluate.py's THRESHOLD_RULES (how the threshold is chosen on validation frames).
 THRESHOLD_RULES = ("iou", "rocks-f2")
+# Learning-rate schedules of a training run (train/fit.py learning_rate_schedule).
+LR_SCHEDULES = ("cosine", "constant", "one-cycle")
 # Fields that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "patience", "strategy", "threshold_rule")  # the rule acts after training
 
@@ -33,7 +35,9 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 16
     learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # "cosine" | "constant"
+    # "cosine": decays to 5 % over the run; "one-cycle": a linear warm-up from a tenth of the rate over
+    # the first tenth of the steps, then the cosine decay; "constant".
+    lr_schedule: str = "cosine"
     patience: int = 6
     augment: bool = True
     # Sensor-noise augmentation: Gaussian noise of a sigma drawn from [0, noise_max] of the full scale.
@@ -63,8 +67,8 @@ class TrainConfig:
             raise unknown_key("strategy", self.strategy, STRATEGIES)
         if self.colour_mode not in ("gray", "rgb"):
             raise unknown_key("colour mode", self.colour_mode, ("gray", "rgb"))
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise unknown_key("learning-rate schedule", self.lr_schedule, ("cosine", "constant"))
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise unknown_key("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
         for name in ("width", "height", "depth", "filters", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
