@@ -149,6 +149,13 @@ def test_time_the_variants_cannot_use_at_their_default_epochs_goes_to_training()
     p = plan(13.0, budget_min=16.0, variants=few, max_train_epochs=400, train_share=0.25)
     assert p.variant_epochs == {"pruned50-c8": (4, 2), "dense-ft": (6, 0)}  # the variants at their defaults
     # training takes the rest, beyond TRAIN_SHARE of it: the plan fills the budget to within one epoch
-    epoch = StageCosts().epoch_s(156, 22, 13.0, 0.25)
+    epoch = StageCosts().epoch_s(156, 22, 13.0, 0.25, training=True)
     assert 16 * 60 - epoch <= sum(p.estimate_s.values()) <= 16 * 60
     assert p.estimate_s["train"] > 0.65 * (p.estimate_s["train"] + p.estimate_s["compress"])
+
+
+def test_a_training_epoch_costs_less_fixed_time_than_a_fine_tune_epoch_of_the_same_frames():
+    costs = StageCosts()
+    slow = costs.reference_images_per_s / 2
+    assert costs.epoch_s(160, 19, slow, 0.25) - costs.epoch_s(160, 19, slow, 0.25, training=True) == pytest.approx(
+        2 * (costs.epoch_fixed_s - costs.train_epoch_fixed_s))  # the fixed part scales with the slowdown too
