@@ -85,6 +85,9 @@ QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), crop=(
 # QUICK keeps the default 0.02 IoU-drop limit. Its end-to-end test checks the gate on the rows it measured,
 # at that limit and at half their largest drop, so it does not rest on a row happening to cross 0.02
 # (after 1-epoch fine-tunes, which rows do depends on TensorFlow's thread count).
+# Timed batches of the budget probe (~5 s on the demo model): 4 (~1.5 s) once read a passing slowdown,
+# 7.77 images/s where training then ran at the rate of ~11, and planned 56 epochs where ~80 fitted.
+PROBE_BATCHES = 12
 PROFILES = {"budget": BUDGET, "full": FULL, "quick": QUICK}
 
 
@@ -393,7 +396,7 @@ def _plan(cfg: DemoConfig, tcfg, data: Path, variants: list, clock: StageClock, 
     else:
         from lunarseg.train.fit import measure_training_speed
 
-        rate = measure_training_speed(tcfg) * share
+        rate = measure_training_speed(tcfg, batches=PROBE_BATCHES) * share
     # Per-epoch cost relative to a base training epoch, measured on the demo model: pruning and
     # clustering ~1.0 (same MACs, mask updates); half width 0.5 (12 s vs 23 s: a quarter of the MACs,
     # the same data pipeline), and no less below it (width 0.4: 13 s vs 28 s; the data pipeline and
