@@ -18,7 +18,9 @@ class StageCosts:
     AVX-512 + AMX, 2026-12-01), where the probe measured `reference_images_per_s` whole model-size
     frames (8 filters, 384×256); a slower machine scales them up. Measured there: export 101 s for 9
     artifacts, bench 50 s for 9 artifacts + the baseline, evaluate 4 s; training epochs of 4.85 s
-    where the probe predicted 3.6 (validation, callbacks and the input pipeline: `epoch_fixed_s`)."""
+    where the probe predicted 3.6 (validation, callbacks and the input pipeline: `epoch_fixed_s`).
+    Those probe readings came from train_on_batch; the probe now times fit on the training stream
+    (core/demo.py PROBE_BATCHES), and these costs have not been refitted to it."""
 
     reference_images_per_s: float = 12.9
     evaluate_s: float = 4.0

@@ -85,8 +85,10 @@ QUICK = DemoConfig(frames=24, frame_size=(240, 160), model_size=(48, 32), crop=(
 # QUICK keeps the default 0.02 IoU-drop limit. Its end-to-end test checks the gate on the rows it measured,
 # at that limit and at half their largest drop, so it does not rest on a row happening to cross 0.02
 # (after 1-epoch fine-tunes, which rows do depends on TensorFlow's thread count).
-# Timed batches of the budget probe (~5 s on the demo model): 4 (~1.5 s) once read a passing slowdown,
-# 7.77 images/s where training then ran at the rate of ~11, and planned 56 epochs where ~80 fitted.
+# Timed batches of the budget probe (fit on the training stream, ~5 s on the demo model). The earlier
+# probe (4 train_on_batch calls) read 1.43-1.50x the crops/s training then ran at in three demos and
+# 0.97-1.01x in two more (56 and 60 epochs planned where ~80 fitted); the fit probe read 39.9 crops/s
+# inside a demo where training had run at 38 (33.4 with validation).
 PROBE_BATCHES = 12
 PROFILES = {"budget": BUDGET, "full": FULL, "quick": QUICK}
 

@@ -92,30 +92,28 @@ def test_after_training_the_whole_time_left_goes_to_the_variants():
     assert after.variant_epochs == before.variant_epochs
 
 
-def test_training_speed_probe_is_batch_size_over_the_median_timed_batch_of_the_real_model(monkeypatch):
-    """Fake clock: the timed batches take 0.1, 0.4 and 0.2 s (the warm-up one 9 s, untimed)."""
+def test_training_speed_probe_is_batch_size_over_the_median_timed_batch_of_fit_on_the_training_stream(monkeypatch):
+    """Fake clock at fit's batch ends: the timed batches take 0.1, 0.4 and 0.2 s (the warm-up one 9 s, untimed)."""
     import types
-
-    import tf_keras as keras
 
     from lunarseg.train import fit
     from lunarseg.train.config import TrainConfig
 
-    clock, durations, shapes = [0.0], iter([9.0, 0.1, 0.4, 0.2]), []
-    real = keras.Model.train_on_batch
+    ends, streams = iter([0.0, 9.0, 9.1, 9.5, 9.7]), []
+    real = fit.make_dataset
 
-    def timed(model, x, y, **kw):
-        shapes.append(x.shape)
-        out = real(model, x, y, **kw)
-        clock[0] += next(durations)
-        return out
+    def recorded(x, y, cfg, **kw):
+        ds = real(x, y, cfg, **kw)
+        streams.append((kw, tuple(ds.element_spec[0].shape)))
+        return ds
 
-    monkeypatch.setattr(keras.Model, "train_on_batch", timed)
-    monkeypatch.setattr(fit, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(fit, "make_dataset", recorded)
+    monkeypatch.setattr(fit, "time", types.SimpleNamespace(perf_counter=lambda: next(ends)))
     cfg = TrainConfig(width=64, height=32, depth=2, filters=4, batch_size=4, crop_width=32, crop_height=16)
     rate = fit.measure_training_speed(cfg, batches=3, warmup=1)
     assert rate == pytest.approx(4 / 0.2)
-    assert shapes == [(4, 16, 32, 1)] * 4  # crops of the configured size, warm-up included
+    # the augmented, repeated training stream, cut into crops of the configured size
+    assert streams == [(dict(training=True, repeat=True), (None, 16, 32, 1))]
 
 
 def test_training_on_quarter_frame_crops_buys_more_training_epochs_but_not_cheaper_fine_tunes():
