@@ -32,7 +32,8 @@ class StageCosts:
     epoch_fixed_s: float = 1.25
     # A training epoch's fixed cost is lower: it streams one repeated dataset. Fitted (with the
     # overhead below) to two fresh-clone demos, train stage / planned epochs: 437 s / 100 at a probe of
-    # 13.0 images/s and 393 s / 59 at 8.89, where 1.25 had overestimated both by 16 %.
+    # 13.0 images/s and 393 s / 59 at 8.89, where 1.25 had overestimated both by 16 %. With the fit
+    # probe (demo 9, 9.66 images/s) the plan still errs long: 452 s for a planned 483.
     train_epoch_fixed_s: float = 0.46
     # Fixed cost of a fine-tuning phase (tracing, the first epoch's extra, saving), in epochs; measured
     # 1.2 (slim40: 196 s for 16 epochs of 10.6 s; training epochs 21 s), and of a training run 2.5
