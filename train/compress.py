@@ -26,6 +26,7 @@ from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.model import count_macs
+from lunarseg.train.schedules import schedule
 from lunarseg.train.slim import recalibrate_batchnorm, slim_check, slim_unet
 from lunarseg.train.sparsity import kernel_sparsity
 from lunarseg.train.tf_input import make_dataset, normalise
@@ -411,10 +412,7 @@ def fine_tune_recipe(meta, cfg: CompressConfig) -> TrainConfig:
 
 def _first_phase_lr(s: FineTune):
     """The slim / prune / finetune phase's rate: constant, or ("cosine") decayed to 5 % over its epochs."""
-    if s.cfg.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(s.cfg.learning_rate, alpha=0.05,
-                                                      decay_steps=max(1, s.cfg.epochs * s.steps_per_epoch))
-    return s.cfg.learning_rate
+    return schedule(s.cfg.lr_schedule, s.cfg.learning_rate, s.cfg.epochs * s.steps_per_epoch)
 
 
 def _fit_phase(s: FineTune, phase: str, model, epochs: int, lr, extra=()):

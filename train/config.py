@@ -13,7 +13,7 @@ ARCHITECTURES = ("unet", "ds-unet")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 # Keys of train/evaluate.py's THRESHOLD_RULES (how the threshold is chosen on validation frames).
 THRESHOLD_RULES = ("iou", "rocks-f2")
-# Learning-rate schedules of a training run (train/fit.py learning_rate_schedule).
+# Learning-rate schedules of a training run (train/schedules.py LR_SCHEDULES).
 LR_SCHEDULES = ("cosine", "constant", "one-cycle")
 # Fields that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "patience", "strategy", "threshold_rule")  # the rule acts after training

@@ -18,14 +18,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lunarseg.runtime import atomic
-from lunarseg.runtime.errors import ConfigError, LunarsegError, unknown_key
+from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.masks import class_names
 from lunarseg.runtime.metadata import ModelMeta
-from lunarseg.train import checkpoint, forward, losses
+from lunarseg.train import checkpoint, forward, losses, schedules
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.model import at_input_size, build_unet, count_macs
+from lunarseg.train.schedules import LR_SCHEDULES  # noqa: F401  (re-exported: the schedules a run may name)
 from lunarseg.train.tf_input import NORMALISATION, make_dataset, normalise, steps_for
 
 
@@ -180,29 +181,9 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
-# one-cycle: the warm-up's share of the steps and its starting rate's share of the peak
-WARMUP_SHARE, WARMUP_START = 0.1, 0.1
-
-
-def _one_cycle(rate: float, steps: int):
-    warmup = max(1, round(WARMUP_SHARE * steps))
-    return keras.optimizers.schedules.CosineDecay(WARMUP_START * rate, decay_steps=max(1, steps - warmup), alpha=0.05,
-                                                  warmup_target=rate, warmup_steps=warmup)
-
-
-# The rate over a run of `steps` optimizer steps, by `cfg.lr_schedule` (train/config.py mirrors the keys).
-LR_SCHEDULES = {
-    "cosine": lambda rate, steps: keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps, alpha=0.05),
-    "constant": lambda rate, steps: rate,
-    "one-cycle": _one_cycle,
-}
-
-
 def learning_rate_schedule(cfg: TrainConfig, steps: int):
     """The rate of `cfg.lr_schedule` over a run of `steps` optimizer steps (a float when constant)."""
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise unknown_key("learning-rate schedule", cfg.lr_schedule, LR_SCHEDULES)
-    return LR_SCHEDULES[cfg.lr_schedule](cfg.learning_rate, max(1, steps))
+    return schedules.schedule(cfg.lr_schedule, cfg.learning_rate, steps)
 
 
 def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:

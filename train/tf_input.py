@@ -27,7 +27,7 @@ def affine_of(meta=None) -> tuple[float, float]:
     return (full - zero) / 255.0, zero
 
 
-def _augment(image, mask, seed, rotate: bool, noise_max: float = 0.03):
+def _augment(image, mask, seed, rotate: bool, noise_max: float):
     """image float32 H×W×C in [0, 1], mask uint8 H×W×1; the same geometry for both."""
     seeds = tf.random.experimental.stateless_split(seed, num=9)
     u = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)  # noqa: E731
