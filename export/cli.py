@@ -26,7 +26,7 @@ def register(sub) -> None:
                    help="with a run directory: also export every RUN/compressed/* variant")
     p.add_argument("--sizes", metavar="WxH[,WxH...]",
                    help="input sizes to export at (default: the model's own); the same weights re-instantiated "
-                        "at each, sides multiples of 2**depth; files at other sizes are named FORMAT-WxH; "
+                        "at each, sides multiples of stem stride x 2**depth; files at other sizes are named FORMAT-WxH; "
                         "with --variants every variant is exported at each size too")
     p.add_argument("--threads", type=int, default=1, help="runtime threads for the parity/latency check")
     p.set_defaults(func=_export)

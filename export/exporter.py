@@ -260,7 +260,7 @@ def _locate(model_or_run, out_dir, sizes):
     if path.is_dir() and not model_file(path).exists() and (path / "meta.json").exists():
         raise ModelFileError(f"{path}: has meta.json but no model file (model.keras or model.h5)")
     model_path, meta = resolve_model(path)
-    size_list = sizes_mod.parse_sizes(sizes, sizes_mod.model_depth(meta)) or [(meta.width, meta.height)]
+    size_list = sizes_mod.parse_sizes(sizes, sizes_mod.model_depth(meta), sizes_mod.model_stem_stride(meta)) or [(meta.width, meta.height)]
     run_dir, variant = locate_source(model_path)
     root = Path(out_dir) if out_dir is not None else run_dir / "export"
     art_dir = root if variant == BASE_VARIANT else root / variant

@@ -1,7 +1,7 @@
 """Frame size as an export axis: `--sizes 192x128,384x256`, the model re-instantiated at each size.
 
 The U-Nets are fully convolutional, so the trained weights run at any input whose sides divide by
-2**depth. Each size is parsed by the one `WIDTHxHEIGHT` parser (data/cli.py `parse_size`), checked
+stem_stride·2**depth. Each size is parsed by the one `WIDTHxHEIGHT` parser (data/cli.py `parse_size`), checked
 against the depth rule (train/config.py `check_input_size`) and an upper bound, and the model is
 rebuilt at that size with the same weights: through `train.model.at_input_size` when the run's
 training config describes it, else from the saved model's own config with a new Input shape.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.metadata import ModelMeta
 
-__all__ = ["MAX_SIDE", "parse_sizes", "model_depth", "size_pixels", "size_tag", "meta_at_size", "artifact_stem", "model_at_size"]
+__all__ = ["MAX_SIDE", "parse_sizes", "model_depth", "model_stem_stride", "size_pixels", "size_tag", "meta_at_size", "artifact_stem", "model_at_size"]
 
 # Larger sides would mean gigabytes of float activations in the parity check (64 frames) and
 # nothing an edge camera pipeline feeds a segmenter; 2048 covers 1920x1080 rounded up to 1920x1088.
@@ -37,7 +37,13 @@ def model_depth(meta: ModelMeta) -> int | None:
     return int(depth) if isinstance(depth, int) and depth > 0 else None
 
 
-def _one(text: str, depth: int | None) -> tuple[int, int]:
+def model_stem_stride(meta: ModelMeta) -> int:
+    """The stride of the model's stem as its training config records it (1: none, or not recorded)."""
+    stride = (meta.train_config or {}).get("stem_stride", 1)
+    return int(stride) if isinstance(stride, int) and stride > 0 else 1
+
+
+def _one(text: str, depth: int | None, stem_stride: int) -> tuple[int, int]:
     from lunarseg.data.cli import parse_size
     from lunarseg.train.config import check_input_size
 
@@ -46,16 +52,16 @@ def _one(text: str, depth: int | None) -> tuple[int, int]:
         raise ConfigError(f"{FLAG} {text.strip()!r}: each side must be at most {MAX_SIDE} pixels")
     if depth is not None:
         try:
-            check_input_size(width, height, depth)
+            check_input_size(width, height, depth, stem_stride)
         except ConfigError as exc:
             raise ConfigError(f"{FLAG} {text.strip()!r}: {exc}") from None
     return width, height
 
 
-def parse_sizes(text, depth: int | None = None) -> list[tuple[int, int]]:
+def parse_sizes(text, depth: int | None = None, stem_stride: int = 1) -> list[tuple[int, int]]:
     """[(width, height), ...] from 'WxH,WxH' (or a list of such strings / pairs), in the order given,
     duplicates dropped; None or '' → []. ConfigError names the flag and the rule broken; `depth`
-    (when known) adds the rule that sides divide by 2**depth."""
+    (when known) adds the rule that sides divide by stem_stride·2**depth."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return []
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -64,7 +70,7 @@ def parse_sizes(text, depth: int | None = None) -> list[tuple[int, int]]:
         item = size_tag(*item) if isinstance(item, (tuple, list)) else str(item)
         if not item.strip():
             raise ConfigError(f"{FLAG} {text!r}: an empty entry; expected WIDTHxHEIGHT[,WIDTHxHEIGHT...]")
-        size = _one(item, depth)
+        size = _one(item, depth, stem_stride)
         if size not in sizes:
             sizes.append(size)
     return sizes

@@ -120,6 +120,26 @@ def test_reexporting_the_same_model_gives_identical_fp32_bytes(exported, run_dir
         assert again[name].sha256 == exported[name].sha256, name
 
 
+def test_a_strided_stem_model_exports_to_int8_onnx_and_tflite_and_passes_parity(tmp_path):
+    """The stem's transposed-convolution head converts (tf2onnx ConvTranspose, TFLite TRANSPOSE_CONV),
+    quantizes and runs through the runtime like the plain U-Net."""
+    from lunarseg.runtime.segmenter import Segmenter
+    from lunarseg.train.config import TrainConfig
+    from lunarseg.train.fit import train
+
+    cfg = TrainConfig(width=32, height=32, depth=1, filters=8, stem_stride=2, epochs=4, batch_size=16,
+                      learning_rate=5e-3, lr_schedule="constant", patience=10)
+    run = tmp_path / "stem"
+    train(cfg, None, run, verbose=0, train_arrays=blobs(64), val_arrays=blobs(16, seed=1))
+    records = export_model(run, "onnx-int8,tflite-int8", calib=CALIB, calib_frames=len(CALIB), val=VAL,
+                           max_iou_drop=LOOSE)
+    assert [r.status for r in records] == ["ok", "ok"], [r.error for r in records]
+    for r in records:
+        seg = Segmenter.from_file(run / r.path)
+        assert seg.meta.train_config["stem_stride"] == 2
+        assert seg.segment(VAL.x[0, :, :, 0]).classes.shape == (32, 32)
+
+
 def test_unknown_format_error_lists_the_valid_names(run_dir):
     with pytest.raises(ConfigError) as info:
         export_model(run_dir, ["tflite-fp32", "coreml"])

@@ -121,6 +121,12 @@ def test_a_bad_size_is_a_one_line_error_naming_the_flag_and_the_rule(text, rule)
         sizes_mod.parse_sizes(text, depth=2)
 
 
+def test_a_stem_models_sizes_must_divide_by_its_stride_times_two_to_the_depth():
+    assert sizes_mod.parse_sizes("64x32", depth=2, stem_stride=4) == [(64, 32)]
+    with pytest.raises(ConfigError, match=r"--sizes '40x32': .*with a stride-4 stem: sides must be multiples of 16"):
+        sizes_mod.parse_sizes("40x32", depth=2, stem_stride=4)
+
+
 def test_the_cli_refuses_a_bad_size_in_one_line_before_exporting(run_dir, tmp_path, capsys):  # noqa: F811
     from lunarseg.cli import main
 

@@ -19,9 +19,10 @@ from lunarseg.train.tf_input import make_dataset
 from test_train import blobs, tiny_cfg
 
 
+@pytest.mark.parametrize("stem_stride", [1, 2])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_every_architecture_keeps_the_input_size_and_runs_at_any_size(arch):
-    cfg = tiny_cfg(arch=arch, width=64, height=32)
+def test_every_architecture_keeps_the_input_size_and_runs_at_any_size(arch, stem_stride):
+    cfg = tiny_cfg(arch=arch, width=64, height=32, stem_stride=stem_stride)
     assert build_unet(cfg).output_shape == (None, 32, 64, 1)
     anywhere = build_unet(cfg, any_size=True)
     assert anywhere.predict(np.zeros((1, 48, 40, 1), np.float32), verbose=0).shape == (1, 48, 40, 1)
@@ -38,6 +39,29 @@ def test_count_macs_counts_a_depthwise_layer_once_per_channel():
     x = keras.Input((8, 8, 4))
     model = keras.Model(x, keras.layers.DepthwiseConv2D(3, padding="same")(x))
     assert count_macs(model) == 8 * 8 * 4 * 9
+
+
+def test_count_macs_counts_a_transposed_conv_once_per_input_position():
+    x = keras.Input((8, 8, 3))
+    model = keras.Model(x, keras.layers.Conv2DTranspose(2, 4, strides=2, padding="same")(x))
+    assert count_macs(model) == 8 * 8 * 3 * 4 * 4 * 2
+
+
+def test_a_strided_stem_leaves_no_layer_at_full_resolution_but_paints_full_size_masks():
+    cfg = tiny_cfg(width=64, height=64, filters=8, depth=2, stem_stride=4)
+    model = build_unet(cfg)
+    assert model.output_shape == (None, 64, 64, 1)
+    inner = [layer for layer in model.layers if layer.name not in ("image", "mask")]
+    assert max(layer.output_shape[1] for layer in inner) == 16
+    assert count_macs(model) < 0.25 * count_macs(build_unet(tiny_cfg(width=64, height=64, filters=8, depth=2)))
+
+
+def test_input_sides_must_divide_by_the_stem_stride_times_two_to_the_depth():
+    tiny_cfg(width=32, height=16, stem_stride=4, depth=2).validate()
+    with pytest.raises(ConfigError, match="does not fit a depth-2 U-Net with a stride-4 stem: sides must be multiples of 16"):
+        tiny_cfg(width=32, height=24, stem_stride=4, depth=2).validate()
+    with pytest.raises(ConfigError, match="stem_stride must be at least 1"):
+        tiny_cfg(stem_stride=0).validate()
 
 
 def test_unknown_architecture_lists_the_valid_ones():
@@ -95,6 +119,18 @@ def test_slimming_understands_the_separable_unet():
     assert slim_cfg.filters == 4 and count_macs(slim) < count_macs(model)
     x = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
     assert np.isfinite(slim.predict(x, verbose=0)).all()
+
+
+def test_slimming_a_stem_model_slices_the_transposed_head_and_keeps_its_classes():
+    cfg = tiny_cfg(filters=8, depth=2, stem_stride=2)
+    model = build_unet(cfg)
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    same, _ = slim_unet(model, cfg, 1.0)
+    np.testing.assert_allclose(same.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    slim, slim_cfg = slim_unet(model, cfg, 0.5)
+    assert slim_cfg.filters == 4 and slim.get_layer("mask").filters == 1
+    assert slim.get_layer("mask").kernel.shape[-1] == 4  # (kh, kw, out, in): the kept input channels
+    assert count_macs(slim) < 0.4 * count_macs(model)
 
 
 def _loss(name, truth, pred):
@@ -274,3 +310,18 @@ def test_config_lists_the_learning_rate_schedules_that_exist():
     from lunarseg.train import config, fit
 
     assert tuple(config.LR_SCHEDULES) == tuple(fit.LR_SCHEDULES)
+
+
+def test_the_train_command_line_passes_the_stem_stride_into_the_config():
+    import argparse
+
+    from lunarseg.train.cli import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["train", "--data", "d", "--out", "o", "--size", "64x32", "--depth", "2",
+                              "--stem-stride", "2"])
+    assert config_from_args(args).stem_stride == 2
+    with pytest.raises(ConfigError, match="with a stride-4 stem"):
+        config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", "--size", "64x40", "--depth", "2",
+                                            "--stem-stride", "4"]))

@@ -33,6 +33,9 @@ def _register_train(sub) -> None:
     p.add_argument("--loss", default="bce-dice", choices=LOSSES, help="pixel loss (+ region term)")
     p.add_argument("--arch", default="unet", choices=ARCHITECTURES,
                    help="unet: 3x3 convolutions; ds-unet: depthwise-separable below full resolution")
+    p.add_argument("--stem-stride", type=int, default=1,
+                   help="a strided stem: the U-Net runs at 1/S of the input's resolution (1 = none; 4 is the "
+                   "fast edge model: no layer at full resolution)")
     p.add_argument("--crop", default="0", help="train on random crops WIDTHxHEIGHT of the --size frames "
                    "(0 = whole frames): finer scale at the cost of one crop per step")
     p.add_argument("--colour", default="gray", help=" | ".join(COLOUR_MODES))
@@ -163,7 +166,7 @@ def config_from_args(args):
 
     width, height = parse_size(args.size, min_side=1, square_ok=True)
     crop = (0, 0) if args.crop in ("0", "") else parse_size(args.crop, "--crop", min_side=1, square_ok=True)
-    return TrainConfig(width=width, height=height, arch=args.arch, crop_width=crop[0], crop_height=crop[1], depth=args.depth, filters=args.filters, colour_mode=args.colour,
+    return TrainConfig(width=width, height=height, arch=args.arch, stem_stride=args.stem_stride, crop_width=crop[0], crop_height=crop[1], depth=args.depth, filters=args.filters, colour_mode=args.colour,
                        task=args.task, batchnorm=not args.no_batchnorm, dropout=args.dropout, loss=args.loss,
                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, lr_schedule=args.lr_schedule,
                        patience=args.patience, augment=not args.no_augment, rotate=args.rotate, seed=args.seed, strategy=args.strategy,

@@ -54,6 +54,11 @@ class TrainConfig:
     crop_width: int = 0
     crop_height: int = 0
     arch: str = "unet"
+    # A strided stem (1 = none): one convolution of kernel and stride s turns each s×s patch into
+    # `filters` features, the U-Net body runs at 1/s of the input's resolution, and a transposed
+    # convolution of the same shape paints the masks back. No layer works at full resolution, where
+    # few channels make CPU kernels slow (train/model.py).
+    stem_stride: int = 1
     # How the deployed threshold is chosen on the validation frames: the best pixel rock IoU ("iou"),
     # or a rover's operating point, the best object-level F2 of rocks found and blobs right ("rocks-f2").
     threshold_rule: str = "iou"
@@ -69,19 +74,19 @@ class TrainConfig:
             raise unknown_key("colour mode", self.colour_mode, ("gray", "rgb"))
         if self.lr_schedule not in LR_SCHEDULES:
             raise unknown_key("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
-        for name in ("width", "height", "depth", "filters", "epochs", "batch_size"):
+        for name in ("width", "height", "depth", "filters", "epochs", "batch_size", "stem_stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.noise_max < 1.0:
             raise ConfigError(f"noise_max must be in [0, 1), got {self.noise_max}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        check_input_size(self.width, self.height, self.depth)
+        check_input_size(self.width, self.height, self.depth, self.stem_stride)
         if self.crops:
             if min(self.crop_width, self.crop_height) < 1 or self.crop_width > self.width or self.crop_height > self.height:
                 raise ConfigError(f"crop {self.crop_width}x{self.crop_height} must have both sides >= 1 and fit "
                                   f"the model input {self.width}x{self.height}")
-            check_input_size(self.crop_width, self.crop_height, self.depth)
+            check_input_size(self.crop_width, self.crop_height, self.depth, self.stem_stride)
         if self.arch not in ARCHITECTURES:
             raise unknown_key("architecture", self.arch, ARCHITECTURES)
         if self.threshold_rule not in THRESHOLD_RULES:
@@ -120,16 +125,22 @@ class TrainConfig:
         return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
 
 
-def check_input_size(width: int, height: int, depth: int) -> None:
-    """A U-Net of depth d halves the size d times, so both sides must divide by 2**d."""
-    step = 2 ** depth
+def size_step(depth: int, stem_stride: int = 1) -> int:
+    """What both input sides must divide by: a stem of stride s, then d halvings."""
+    return int(stem_stride) * 2 ** int(depth)
+
+
+def check_input_size(width: int, height: int, depth: int, stem_stride: int = 1) -> None:
+    """A U-Net of depth d (after a stem of stride s) halves the size d times, so both sides must divide by s·2**d."""
+    step = size_step(depth, stem_stride)
     bad = [f"{n}={v}" for n, v in (("width", width), ("height", height)) if v % step]
     if bad:
         def near(v):
             lo = max(step, v // step * step)
             return f"{lo} or {lo + step}"
         hints = "; ".join(f"{n.split('=')[0]}: {near(int(n.split('=')[1]))}" for n in bad)
+        stem_note = f" with a stride-{stem_stride} stem" if stem_stride > 1 else ""
         raise ConfigError(
-            f"input size {width}x{height} does not fit a depth-{depth} U-Net: sides must be multiples of "
+            f"input size {width}x{height} does not fit a depth-{depth} U-Net{stem_note}: sides must be multiples of "
             f"{step} ({', '.join(bad)}; nearest that work: {hints})"
         )

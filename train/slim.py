@@ -49,19 +49,21 @@ def channel_importance(conv, users: list) -> np.ndarray:
     """|gamma| of the batch norm that alone consumes `conv`, else the L1 norm of each output kernel."""
     if len(users) == 1 and isinstance(users[0], L.BatchNormalization):
         return np.abs(users[0].gamma.numpy())
-    return np.abs(conv.kernel.numpy()).sum(axis=(0, 1, 2))
+    out_axis = 2 if isinstance(conv, L.Conv2DTranspose) else 3  # kernels: (kh, kw, out, in) / (kh, kw, in, out)
+    return np.abs(conv.kernel.numpy()).sum(axis=tuple(a for a in range(4) if a != out_axis))
 
 
-HANDLED = (L.InputLayer, L.Conv2D, L.DepthwiseConv2D, L.BatchNormalization, L.Concatenate, *PASS_THROUGH)
+HANDLED = (L.InputLayer, L.Conv2D, L.Conv2DTranspose, L.DepthwiseConv2D, L.BatchNormalization, L.Concatenate, *PASS_THROUGH)
 
 
 def slim_check(model: keras.Model, cfg: TrainConfig | None) -> None:
     """Refuse, naming the layer, a graph the slimmer does not understand: it rebuilds the narrow model
     with build_unet(cfg), so it handles lunarseg's own U-Nets and their layer types only."""
     for layer in model.layers:
-        if type(layer) not in HANDLED:  # exact types: Conv2DTranspose subclasses Conv2D but is not one here
+        if type(layer) not in HANDLED:  # exact types: a subclass of a handled layer may slice differently
             raise ConfigError(f"channel slimming does not know layer {layer.name!r} ({type(layer).__name__}); it handles "
-                              "lunarseg's U-Nets (Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, pooling, upsampling, "
+                              "lunarseg's U-Nets (Conv2D, Conv2DTranspose, DepthwiseConv2D, BatchNormalization, ReLU, "
+                              "pooling, upsampling, "
                               "dropout, concatenation); prune or cluster this model instead")
     if cfg is None:
         raise ConfigError(f"channel slimming rebuilds lunarseg's own U-Net from the run's train_config, and model "
@@ -94,7 +96,7 @@ def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras
                 weights.append(layer.bias.numpy()[idx])
             target.set_weights(weights)
             keep[name] = idx
-        elif isinstance(layer, L.Conv2D):
+        elif isinstance(layer, L.Conv2D):  # Conv2DTranspose too: its kernel is (kh, kw, out, in)
             cin = keep[src[0].name]
             n_out = target.filters
             if n_out >= layer.filters:
@@ -102,7 +104,11 @@ def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras
             else:
                 order = np.argsort(-channel_importance(layer, users.get(name, [])), kind="stable")
                 cout = np.sort(order[:n_out])
-            weights = [layer.kernel.numpy()[:, :, cin][..., cout]]
+            kernel = layer.kernel.numpy()
+            if isinstance(layer, L.Conv2DTranspose):
+                weights = [kernel[:, :, :, cin][:, :, cout]]
+            else:
+                weights = [kernel[:, :, cin][..., cout]]
             if layer.use_bias:
                 weights.append(layer.bias.numpy()[cout])
             target.set_weights(weights)
@@ -121,7 +127,7 @@ def slim_unet(model: keras.Model, cfg: TrainConfig, width: float) -> tuple[keras
             keep[name] = keep[src[0].name]
         else:
             raise ConfigError(f"channel slimming does not know layer {name!r} ({type(layer).__name__}); "
-                              "it handles the lunarseg U-Nets' Conv2D, DepthwiseConv2D, BatchNormalization, ReLU, pooling, "
+                              "it handles the lunarseg U-Nets' Conv2D, Conv2DTranspose, DepthwiseConv2D, BatchNormalization, ReLU, pooling, "
                               "upsampling, dropout and concatenation")
     return slim, new_cfg
 
