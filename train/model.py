@@ -9,10 +9,10 @@
 Either takes `cfg.stem_stride` s > 1: a stride-s convolution stem, the body at 1/s of the input's
 resolution, and a stride-s transposed convolution head that paints each position's s×s patch of
 scores. No layer then works at full resolution, where 8-channel layers run CPU kernels badly (on
-onnxruntime int8 the plain U-Net's top level is about 70 % of its time). Measured on the budget
-demo's scenes (benchmarks/RESULTS.md): s = 4 with 24 filters, int8, runs 10x faster than the 8-filter
-U-Net in Keras on onnxruntime and LiteRT and trains 2.2x faster, for 0.046 less test IoU at equal
-training time.
+onnxruntime int8 the plain U-Net's top level is 73 % of its time). Measured on the budget demo's
+scenes (benchmarks/RESULTS.md): s = 4 with 24 filters, int8, runs 8-10.6x faster on onnxruntime and
+LiteRT than the 8-filter U-Net in Keras, and trains 2.2x faster, for 0.046-0.075 less test IoU at
+equal training time (as many rocks found, coarser outlines).
 
 Upsampling inside the body is UpSampling2D + Conv2D rather than Conv2DTranspose, because tfmot's
 pruning-preserving QAT scheme rejects Conv2DTranspose; a stem model's head is the one exception.
