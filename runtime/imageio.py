@@ -162,8 +162,11 @@ def resize(arr: np.ndarray, size_hw: tuple[int, int], *, nearest: bool = False) 
     if arr.shape[:2] == (h, w):
         return arr
     if nearest and arr.ndim == 2:  # label maps: Pillow's own NEAREST mapping, applied as two gathers
-        # (columns by fancy indexing: 3× faster than np.take along axis 1 for uint8; rows copy whole rows)
-        return arr[:, nearest_source_index(arr.shape[1], w)].take(nearest_source_index(arr.shape[0], h), axis=0)
+        # Columns by np.take, whose output is C-contiguous, so the row gather copies whole rows: 0.16 ms
+        # for a 384x256 -> 720x480 mask. Fancy indexing gathers the columns faster alone but leaves a
+        # column-major array that made the row gather, and the whole, 2x slower (0.35 ms).
+        cols = np.take(arr, nearest_source_index(arr.shape[1], w), axis=1)
+        return cols.take(nearest_source_index(arr.shape[0], h), axis=0)
     if nearest:
         return np.asarray(Image.fromarray(arr).resize((w, h), resample=Image.NEAREST))
     return resample(arr, (h, w))
