@@ -31,16 +31,20 @@ def size_pixels(tag: str) -> int:
     return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
 
 
+def _recorded(meta: ModelMeta, key: str) -> int | None:
+    """A positive integer field of the run's training config (None when absent, as in imported models)."""
+    value = (meta.train_config or {}).get(key)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def model_depth(meta: ModelMeta) -> int | None:
     """Poolings of the model as its training config records them (None for imported models)."""
-    depth = (meta.train_config or {}).get("depth")
-    return int(depth) if isinstance(depth, int) and depth > 0 else None
+    return _recorded(meta, "depth")
 
 
 def model_stem_stride(meta: ModelMeta) -> int:
     """The stride of the model's stem as its training config records it (1: none, or not recorded)."""
-    stride = (meta.train_config or {}).get("stem_stride", 1)
-    return int(stride) if isinstance(stride, int) and stride > 0 else 1
+    return _recorded(meta, "stem_stride") or 1
 
 
 def _one(text: str, depth: int | None, stem_stride: int) -> tuple[int, int]:

@@ -297,7 +297,8 @@ def test_one_cycle_warms_up_from_a_tenth_of_the_rate_over_a_tenth_of_the_steps_t
 
 def test_an_unknown_learning_rate_schedule_is_a_one_line_error_listing_the_schedules():
     from lunarseg.train.config import TrainConfig
-    from lunarseg.train.fit import LR_SCHEDULES, learning_rate_schedule
+    from lunarseg.train.fit import learning_rate_schedule
+    from lunarseg.train.schedules import LR_SCHEDULES
 
     cfg = TrainConfig(lr_schedule="step")
     for call in (cfg.validate, lambda: learning_rate_schedule(cfg, 10)):
@@ -307,9 +308,9 @@ def test_an_unknown_learning_rate_schedule_is_a_one_line_error_listing_the_sched
 
 
 def test_config_lists_the_learning_rate_schedules_that_exist():
-    from lunarseg.train import config, fit
+    from lunarseg.train import config, schedules
 
-    assert tuple(config.LR_SCHEDULES) == tuple(fit.LR_SCHEDULES)
+    assert tuple(config.LR_SCHEDULES) == tuple(schedules.LR_SCHEDULES)
 
 
 def test_the_train_command_line_passes_the_stem_stride_into_the_config():

@@ -26,7 +26,6 @@ from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.model import at_input_size, build_unet, count_macs
-from lunarseg.train.schedules import LR_SCHEDULES  # noqa: F401  (re-exported: the schedules a run may name)
 from lunarseg.train.tf_input import NORMALISATION, make_dataset, normalise, steps_for
 
 

@@ -78,7 +78,8 @@ def _head(x, cfg: TrainConfig):
 
 def _unet(cfg: TrainConfig, inputs, block_at):
     """The U-Net graph; `block_at(level)` picks the block for each level (depth = the bottleneck)."""
-    x, skips = (inputs if cfg.stem_stride == 1 else _stem(inputs, cfg)), []
+    x = _stem(inputs, cfg) if cfg.stem_stride > 1 else inputs
+    skips = []
     for level in range(cfg.depth):
         x = block_at(level)(x, cfg.filters * 2**level, cfg, f"enc{level}")
         skips.append(x)
