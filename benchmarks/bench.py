@@ -21,7 +21,7 @@ from lunarseg.benchmarks.boards import board_estimates, estimates_markdown
 from lunarseg.benchmarks.inputs import BASELINE, NO_TENSORFLOW_NOTE, collect, tensorflow_installed
 from lunarseg.benchmarks.limits import Limits
 from lunarseg.benchmarks.measure import IOU_RULE
-from lunarseg.benchmarks.reference import relate_to_reference
+from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, drop_text, relate_to_reference
 PROFILES = {
     # 1 thread pinned to one core, batch 1, frame size from the metadata, cold start included
     "rover": {"threads": [1], "pin_cpu": True},
@@ -314,12 +314,18 @@ def write_outputs(results: dict, out: Path) -> None:
     atomic.write_text(out / "results.md", to_markdown(results))
 
 
+def _cell(row: dict, col: str) -> str:
+    if col in INTERVAL_OF:
+        return drop_text(row, col) or ""
+    return _fmt(row.get(col), col)
+
+
 def _fmt(value, col: str) -> str:
     if value is None:
         return ""
     if col in ("bytes", "gzip_bytes"):
         return f"{value:,}"
-    if col in ("iou", "dice", "iou_drop", "drop_vs_control"):
+    if col in ("iou", "dice"):
         return f"{value:.4f}"
     if isinstance(value, float):
         return f"{value:.2f}"
@@ -337,11 +343,12 @@ def to_markdown(results: dict) -> str:
              f"profile {results['profile']}, batch 1{shape}, pinned CPU {results['pinned_cpu']}; "
              f"{results['frames']} labelled test frames{timings}", "",
              f"IoU: {results.get('iou_rule', IOU_RULE)}. IoU drop: against the row's reference (the Keras baseline; "
-             "else the fp32 artifact of the same variant; else the validation IoU in the file's metadata).", ""]
+             "else the fp32 artifact of the same variant; else the validation IoU in the file's metadata); "
+             f"{INTERVAL_NOTE}.", ""]
     lines += [f"Note: {n}" for n in results.get("notes", [])] + ([""] if results.get("notes") else [])
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results["rows"]:
-        lines.append("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(r, c) for c in COLUMNS) + " |")
         if r["status"] != "ok" and r.get("error"):
             lines.append(f"| | ↳ {r['error']} |" + " |" * (len(COLUMNS) - 2))
     lines += estimates_markdown(results.get("board_estimates", []))

@@ -59,6 +59,7 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     return {
         "engine": opened.engine, "threads": threads, "engine_threads": opened.engine_threads, "affinity": sorted(os.sched_getaffinity(0)),
         "iou": scores["iou"], "dice": scores["dice"], "miou": scores.get("miou"), "frames": scores["frames"],
+        "frame_rock_counts": scores["frame_rock_counts"],  # per frame [intersection, union]: drop intervals
         "latency_runs": int(times.size), "p50_ms": float(np.percentile(times, 50)),
         "p95_ms": float(np.percentile(times, 95)), "p99_ms": float(np.percentile(times, 99)),
         "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(status_mb("VmHWM"), 1),

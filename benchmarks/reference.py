@@ -7,8 +7,19 @@ from pathlib import Path
 
 from lunarseg.benchmarks.inputs import BASELINE, is_fp32
 from lunarseg.runtime.metadata import CONTROL_VARIANT
+from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
 
 VAL_IOU_REFERENCE = "val IoU in the file's metadata"
+# Each drop and the key of its interval (set when both rows kept their per-frame counts).
+INTERVAL_OF = {"iou_drop": "iou_drop_ci", "drop_vs_control": "drop_vs_control_ci"}
+INTERVAL_NOTE = ("[lo, hi] after a drop: its 95 % interval, a paired bootstrap over the test frames "
+                 "(runtime.metrics.iou_drop_interval): how much the drop depends on which frames the split holds")
+
+
+def drop_text(row: dict, key: str, fmt: str = ".4f") -> str | None:
+    """A row's drop (`key` of INTERVAL_OF) as text, followed by its interval when there is one."""
+    value = row.get(key)
+    return None if value is None else drop_with_interval(value, row.get(INTERVAL_OF[key]), fmt)
 
 
 def _peers(row: dict, rows: list[dict]) -> list[dict]:
@@ -45,7 +56,18 @@ def relate_to_reference(rows: list[dict]) -> None:
         if ref is not None:
             r["speedup"] = round(ref["p50_ms"] / r["p50_ms"], 2)
             r["size_ratio"] = round(r["gzip_bytes"] / ref["gzip_bytes"], 4)
+            _set_interval(r, "iou_drop_ci", ref)
     relate_to_control(rows)
+
+
+def _set_interval(row: dict, key: str, ref: dict) -> None:
+    """row[key] = the 95 % interval of ref's IoU minus row's over the frames both were measured on
+    (metrics.iou_drop_interval), when both kept their per-frame counts."""
+    if row is ref:
+        return
+    interval = iou_drop_interval(ref.get("frame_rock_counts") or [], row.get("frame_rock_counts") or [])
+    if interval is not None:
+        row[key] = [round(v, 5) for v in interval]
 
 
 def relate_to_control(rows: list[dict]) -> None:
@@ -57,3 +79,4 @@ def relate_to_control(rows: list[dict]) -> None:
         c = controls.get(key(r))
         if c is not None and r["status"] == "ok" and r["variant"] not in ("base", CONTROL_VARIANT):
             r["drop_vs_control"] = round(c["iou"] - r["iou"], 5)
+            _set_interval(r, "drop_vs_control_ci", c)

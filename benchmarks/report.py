@@ -9,9 +9,11 @@ import json
 import sys
 from pathlib import Path
 
+from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, drop_text
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.metadata import CONTROL_VARIANT
+from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
 
 
 def _json(path: Path) -> dict | None:
@@ -52,20 +54,30 @@ def variant_lines(run: Path, base_val: float | None) -> list[str]:
         rows.append((meta_path.parent.name, comp))
     if not rows:
         return []
-    control = next((c.get("val_iou_after") for n, c in rows if n == CONTROL_VARIANT), None)
+    control_comp = next((c for n, c in rows if n == CONTROL_VARIANT), None)
+    control = None if control_comp is None else control_comp.get("val_iou_after")
     base = "unknown" if base_val is None else f"{base_val:.4f}"
     lines = ["", f"Variants (val IoU; trained model {base}; the dense control {CONTROL_VARIANT} is fine-tuned as "
              "long as the longest variant):", "",
              "| variant | GMAC | fine-tune epochs | val IoU | drop vs trained | drop vs dense control |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in rows:
-        vs = "—" if control is None or name == CONTROL_VARIANT else f"{control - c.get('val_iou_after', 0):+.4f}"
+        vs = "—"
+        if control is not None and name != CONTROL_VARIANT:
+            vs = drop_with_interval(control - c.get("val_iou_after", 0), _val_interval(control_comp, c), "+.4f")
         lines.append(f"| {name} | {c.get('macs', 0) / 1e9:.3f} | {len(c.get('epochs_run', []))} | {c.get('val_iou_after', 0):.4f} | "
-                     f"{c.get('iou_drop', 0):+.4f} | {vs} |")
+                     f"{drop_with_interval(c.get('iou_drop', 0), c.get('iou_drop_ci'), '+.4f')} | {vs} |")
     if control is not None and base_val is not None:
         gain = control - base_val
         lines += ["", f"Dense control gain {gain:+.4f} val IoU: the trained model "
                   + ("counts as converged (<= 0.01)." if gain <= 0.01 else "had NOT converged (gain > 0.01).")]
+    if any(c.get("iou_drop_ci") for _, c in rows):
+        lines += ["", "[lo, hi] after a val drop: its 95 % interval, a paired bootstrap over the validation frames."]
     return lines
+
+
+def _val_interval(reference: dict, other: dict):
+    """The interval of reference's val IoU minus other's, from the per-frame counts their summaries kept."""
+    return iou_drop_interval(reference.get("val_frame_rock_counts") or [], other.get("val_frame_rock_counts") or [])
 
 
 def bench_lines(results: dict) -> list[str]:
@@ -76,17 +88,18 @@ def bench_lines(results: dict) -> list[str]:
              + (f"; Keras fp32 {base['p50_ms']:.1f} ms" if base else "") + "):", "",
              "| variant | format | input | engine | p50 ms | speed-up | gzip bytes | test IoU | drop | against | "
              "drop vs control |", "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
-    dash = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for r in results["rows"]:
         if r["status"] != "ok" or r["format"] == "keras-fp32":
             continue
         speedup = "—" if r.get("speedup") is None else f"{r['speedup']:.1f}×"
         lines.append(f"| {r['variant']} | {r['format']} | {r.get('input_size') or '—'} | {r['engine']} | "
                      f"{r['p50_ms']:.2f} | {speedup} | {r['gzip_bytes']:,} | {r['iou']:.4f} | "
-                     f"{dash(r.get('iou_drop'), '+.4f')} | {r.get('reference') or ('keras-fp32' if base else '—')} | "
-                     f"{dash(r.get('drop_vs_control'), '+.4f')} |")
+                     f"{drop_text(r, 'iou_drop', '+.4f') or '—'} | {r.get('reference') or ('keras-fp32' if base else '—')} | "
+                     f"{drop_text(r, 'drop_vs_control', '+.4f') or '—'} |")
     if results.get("iou_rule"):
         lines += ["", f"IoU: {results['iou_rule']}."]
+    if any(r.get(k) for r in results["rows"] for k in INTERVAL_OF.values()):
+        lines += ["", f"{INTERVAL_NOTE}."]
     if results.get("violations"):
         lines += ["", "Gate: " + "; ".join(results["violations"])]
     return lines

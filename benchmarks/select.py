@@ -66,6 +66,7 @@ def charge_size_cost(rows: list[dict]) -> str | None:
         for r in group:
             r["iou_drop"] = round(best["reference_iou"] - r["iou"], 5)
             r["reference"] = best.get("reference")
+            r.pop("iou_drop_ci", None)  # it was against the row's old reference
         changed = f"{best.get('reference')} (IoU {best['reference_iou']:.4f}), the best reference among the sizes"
     return changed
 

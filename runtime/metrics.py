@@ -65,6 +65,9 @@ class MetricAccumulator:
     class_names: tuple[str, ...] = ("background", "rock")
     cm: np.ndarray = field(default=None)  # type: ignore[assignment]
     frames: int = 0
+    # Per frame: rock pixels in both truth and prediction, and in either (the pooled IoU's terms), so a
+    # drop between two models on the same frames can be given a confidence interval (iou_drop_interval).
+    frame_rock_counts: list = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.class_names)
@@ -72,19 +75,25 @@ class MetricAccumulator:
             self.cm = np.zeros((n, n), dtype=np.int64)
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-        self.cm += confusion_matrix(y_true, y_pred, len(self.class_names))
+        cm = confusion_matrix(y_true, y_pred, len(self.class_names))
+        self.cm += cm
         self.frames += 1
+        rock = self._rock_confusion(cm)
+        self.frame_rock_counts.append([int(rock[1, 1]), int(rock.sum() - rock[0, 0])])
 
-    def result(self) -> dict:
+    def _rock_confusion(self, cm: np.ndarray) -> np.ndarray:
+        """2×2 rock-vs-rest counts of a confusion matrix (4-class: small and large rocks merged)."""
         n = len(self.class_names)
         if n == 2:
-            out = scores_from_confusion(self.cm, 1)
-        else:
-            rock = [i for i, c in enumerate(self.class_names) if "rock" in c]
-            merged = np.zeros((2, 2), dtype=np.int64)
-            is_rock = np.isin(np.arange(n), rock).astype(int)
-            np.add.at(merged, (is_rock[:, None].repeat(n, 1), is_rock[None, :].repeat(n, 0)), self.cm)
-            out = scores_from_confusion(merged, 1)
+            return cm
+        rock = [i for i, c in enumerate(self.class_names) if "rock" in c]
+        merged = np.zeros((2, 2), dtype=np.int64)
+        is_rock = np.isin(np.arange(n), rock).astype(int)
+        np.add.at(merged, (is_rock[:, None].repeat(n, 1), is_rock[None, :].repeat(n, 0)), cm)
+        return merged
+
+    def result(self) -> dict:
+        out = scores_from_confusion(self._rock_confusion(self.cm), 1)
         # mIoU averages every class, background (and sky) included: the figure segmentation_models'
         # IOUScore reports, so it is not comparable with the rock IoU above, which is the headline.
         ious = per_class_iou(self.cm)
@@ -92,4 +101,47 @@ class MetricAccumulator:
         out["miou"] = float(ious.mean())
         out["frames"] = self.frames
         out["pixels"] = int(self.cm.sum())
+        out["frame_rock_counts"] = [list(c) for c in self.frame_rock_counts]
         return out
+
+
+# The paired bootstrap behind iou_drop_interval: resamples of the frames, and the interval's level.
+BOOTSTRAP_RESAMPLES = 2000
+INTERVAL_LEVEL = 0.95
+
+
+def pooled_iou(frame_counts) -> float:
+    """Rock IoU pooled over frames from their [intersection, union] counts (1.0 when there is no rock)."""
+    counts = np.asarray(frame_counts, dtype=np.int64).reshape(-1, 2)
+    return _ratio(counts[:, 0].sum(), counts[:, 1].sum())
+
+
+def iou_drop_interval(reference_counts, counts, *, level: float = INTERVAL_LEVEL,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
+    """Confidence interval of a pooled-IoU drop (reference − other) measured on the same frames.
+
+    A paired bootstrap over frames: both models' counts of a resampled frame travel together, so the
+    interval reflects how much the drop depends on which frames a small test split happens to hold.
+    None when the two were not measured on the same number of frames (or on none).
+    """
+    ref = np.asarray(reference_counts, dtype=np.float64).reshape(-1, 2)
+    other = np.asarray(counts, dtype=np.float64).reshape(-1, 2)
+    if len(ref) == 0 or len(ref) != len(other):
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(ref), size=(resamples, len(ref)))
+    r, o = ref[idx].sum(axis=1), other[idx].sum(axis=1)  # (resamples, 2): pooled intersection, union
+    drops = _safe_div(r[:, 0], r[:, 1]) - _safe_div(o[:, 0], o[:, 1])
+    tail = (1.0 - level) / 2
+    lo, hi = np.quantile(drops, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Elementwise num / den with 1.0 where den is 0 (as _ratio)."""
+    return np.where(den == 0, 1.0, num / np.maximum(den, 1))
+
+
+def drop_with_interval(value: float, interval, fmt: str = ".4f") -> str:
+    """'0.0264 [0.0188, 0.0356]': a drop followed by its interval (iou_drop_interval), when it has one."""
+    text = format(value, fmt)
+    return f"{text} [{format(interval[0], fmt)}, {format(interval[1], fmt)}]" if interval else text

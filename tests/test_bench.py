@@ -203,6 +203,9 @@ def test_limits_file_values_are_read_and_overridden_by_options(tmp_path):
     row = {"variant": "base", "format": "onnx-int8", "threads": 1, "iou_drop": 0.02, "p50_ms": 25.0, "iou": 0.8, "bytes": 1}
     assert lim.violations(row) == ["LIMIT base/onnx-int8 (threads=1): IoU drop 0.0200 > limit 0.01",
                                    "LIMIT base/onnx-int8 (threads=1): latency p50 25.00 ms > limit 20.0 ms"]
+    row.update(iou_drop_ci=[0.0123, 0.041], frames=20)
+    assert lim.violations(row)[0] == ("LIMIT base/onnx-int8 (threads=1): IoU drop 0.0200 > limit 0.01 "
+                                      "(95 % interval 0.0123 to 0.0410 over 20 frames)")
 
 
 def test_bench_on_a_directory_without_a_model_is_a_one_line_error(tmp_path, capsys):

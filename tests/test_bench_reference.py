@@ -48,3 +48,31 @@ def test_a_deployable_row_with_no_reference_fails_the_gate_naming_it():
     assert gate_failures(rows) == [
         "artifact slim/tflite-int8 on litert: no IoU reference (no Keras baseline, no fp32 artifact of slim, no "
         "validation IoU in its metadata): its IoU drop cannot be checked"]
+
+
+def test_drops_against_measured_rows_carry_a_paired_interval_over_the_same_frames():
+    base = _row("base", BASELINE, 0.70, engine="tensorflow", frame_rock_counts=[[70, 100], [70, 100], [70, 100]])
+    control = _row("dense-ft", "onnx-int8", 0.70, frame_rock_counts=[[70, 100], [70, 100], [70, 100]])
+    pruned = _row("pruned50", "onnx-int8", 0.60, frame_rock_counts=[[60, 100], [60, 100], [60, 100]])
+    rows = [base, control, pruned]
+    relate_to_reference(rows)
+    assert pruned["iou_drop_ci"] == [0.1, 0.1] and pruned["drop_vs_control_ci"] == [0.1, 0.1]
+    assert control["iou_drop_ci"] == [0.0, 0.0] and "iou_drop_ci" not in base  # the baseline is its own reference
+
+
+def test_a_drop_against_the_metadata_or_other_frames_has_no_interval():
+    meta_ref = _row("slim", "tflite-int8", 0.55, engine="litert", val_iou=0.58, frame_rock_counts=[[55, 100]])
+    other_frames = [_row("base", "onnx-fp32", 0.7, frame_rock_counts=[[70, 100], [70, 100]]),
+                    _row("base", "onnx-int8", 0.6, frame_rock_counts=[[60, 100]])]
+    relate_to_reference([meta_ref])
+    relate_to_reference(other_frames)
+    assert "iou_drop_ci" not in meta_ref and "iou_drop_ci" not in other_frames[1]
+    assert other_frames[1]["iou_drop"] == 0.1
+
+
+def test_drop_text_shows_the_interval_after_the_drop():
+    from lunarseg.benchmarks.reference import drop_text
+
+    assert drop_text({"iou_drop": 0.0264, "iou_drop_ci": [0.0123, 0.041]}, "iou_drop") == "0.0264 [0.0123, 0.0410]"
+    assert drop_text({"drop_vs_control": 0.01}, "drop_vs_control", "+.4f") == "+0.0100"
+    assert drop_text({}, "iou_drop") is None

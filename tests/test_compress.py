@@ -428,3 +428,22 @@ def test_a_variant_chooses_its_threshold_by_its_parents_rule(run, monkeypatch):
     old_run = dataclasses.replace(meta, train_config={k: v for k, v in meta.train_config.items() if k != "threshold_rule"})
     assert compress_module._val_scores(model, VA, old_run)[0] == 0.55  # a run from before the rule: iou
     assert rules == ["rocks-f2", "iou"]
+
+
+def test_report_gives_val_drops_an_interval_and_the_convergence_note_the_gains():
+    from lunarseg.runtime.metadata import CONTROL_VARIANT
+    from lunarseg.train.compress import convergence_note
+
+    rows = [{"variant": "(trained)", "iou_drop": 0.0},
+            {"variant": CONTROL_VARIANT, "iou_drop": -0.0115, "iou_drop_ci": [-0.02, -0.003]}]
+    note = convergence_note(rows)
+    assert note.startswith(f"dense control {CONTROL_VARIANT} gains +0.0115 [+0.0030, +0.0200] val IoU")
+    assert "NOT converged" in note and "paired bootstrap over the validation frames" in note
+
+
+def test_variants_record_their_val_frame_counts_and_the_report_shows_each_drops_interval(run, pqat):
+    rows = report_rows(run)
+    variant = next(r for r in rows if r["variant"] == "pruned50-pqat")
+    lo, hi = variant["iou_drop_ci"]
+    assert lo <= hi and len(variant["frame_rock_counts"]) == len(VA.x) == len(rows[0]["frame_rock_counts"])
+    assert f"| {variant['iou_drop']:+.4f} [{lo:+.4f}, {hi:+.4f}] |" in format_report(rows)

@@ -70,3 +70,44 @@ def test_recall_by_rock_size_buckets_true_rocks_by_area_and_counts_what_was_foun
     from lunarseg.train.evaluate import describe_recall_by_size
 
     assert describe_recall_by_size(buckets) == "rock recall by true-rock size: 0-16 px 0.00 (4% of rock), 64-256 px 0.50 (96% of rock)"
+
+
+def test_accumulator_keeps_each_frames_rock_counts_and_they_pool_to_the_reported_iou():
+    acc = metrics.MetricAccumulator(("background", "sky", "small_rock", "large_rock"))
+    acc.update(np.array([[0, 2, 3, 3]]), np.array([[2, 3, 3, 1]]))  # rock: 2 in both, 4 in either
+    acc.update(np.array([[1, 1, 0, 0]]), np.array([[1, 1, 0, 0]]))  # no rock anywhere
+    r = acc.result()
+    assert r["frame_rock_counts"] == [[2, 4], [0, 0]]
+    assert metrics.pooled_iou(r["frame_rock_counts"]) == pytest.approx(r["iou"]) == pytest.approx(0.5)
+
+
+def _frames(ious, union=100):
+    """Per-frame [intersection, union] counts with the given IoUs and equal unions."""
+    return [[round(i * union), union] for i in ious]
+
+
+def test_drop_interval_of_identical_predictions_is_exactly_zero():
+    counts = _frames([0.9, 0.5, 0.7, 0.3])
+    assert metrics.iou_drop_interval(counts, counts) == (0.0, 0.0)
+
+
+def test_drop_interval_holds_the_pooled_drop_and_is_reproducible():
+    ref = _frames([0.70, 0.72, 0.65, 0.80, 0.60, 0.75, 0.68, 0.71])
+    other = _frames([0.69, 0.70, 0.66, 0.76, 0.58, 0.75, 0.60, 0.70])
+    drop = metrics.pooled_iou(ref) - metrics.pooled_iou(other)
+    lo, hi = metrics.iou_drop_interval(ref, other)
+    assert lo < drop < hi
+    assert metrics.iou_drop_interval(ref, other) == (lo, hi)  # seeded: the same frames give the same interval
+
+
+def test_a_loss_on_every_frame_is_significant_and_one_frames_loss_is_not():
+    ref = _frames([0.7] * 10)
+    everywhere = metrics.iou_drop_interval(ref, _frames([0.65] * 9 + [0.6]))
+    assert everywhere[0] > 0.0
+    one_frame = metrics.iou_drop_interval(ref, _frames([0.7] * 9 + [0.2]))
+    assert one_frame[0] == 0.0 < one_frame[1]  # resamples without that frame lose nothing
+
+
+def test_drop_interval_needs_the_same_frames():
+    assert metrics.iou_drop_interval(_frames([0.5, 0.6]), _frames([0.5])) is None
+    assert metrics.iou_drop_interval([], []) is None

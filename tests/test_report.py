@@ -68,3 +68,27 @@ def test_report_on_an_imported_run_names_its_source_and_an_unknown_parent_iou(tm
     text = report(run)
     assert "Model: imported from nb.h5 (h5), 96×64 rgb input (0.025 GMAC), trained outside lunarseg." in text
     assert "trained model unknown" in text and "converged" not in text
+
+
+def test_bench_table_gives_each_drop_its_interval_and_says_what_the_interval_is(tmp_path):
+    run = fake_run(tmp_path, control_val=0.605)
+    rows = [{"variant": "pruned50", "format": "onnx-int8", "engine": "onnxruntime", "status": "ok", "p50_ms": 10.0,
+             "speedup": 3.0, "gzip_bytes": 200000, "iou": 0.64, "iou_drop": 0.026, "iou_drop_ci": [0.012, 0.041],
+             "reference": "keras-fp32", "drop_vs_control": 0.02, "drop_vs_control_ci": [-0.001, 0.038]}]
+    _write(run / "bench/results.json", {"profile": "rover", "frames": 20, "rows": rows, "violations": []})
+    text = report(run)
+    assert "| 0.6400 | +0.0260 [+0.0120, +0.0410] | keras-fp32 | +0.0200 [-0.0010, +0.0380] |" in text
+    assert "95 % interval, a paired bootstrap over the test frames" in text
+
+
+def test_variant_drops_carry_their_val_intervals_when_the_summaries_kept_frame_counts(tmp_path):
+    run = fake_run(tmp_path, control_val=0.605)
+    counts = {"dense-ft": [[60, 100], [61, 100]], "slim40": [[58, 100], [58, 100]]}
+    for name, frames in counts.items():
+        path = run / f"compressed/{name}/meta.json"
+        meta = json.loads(path.read_text())
+        meta["extra"]["compress"].update(val_frame_rock_counts=frames, iou_drop_ci=[0.01, 0.03])
+        _write(path, meta)
+    text = report(run)
+    assert "| slim40 | 0.200 | 16 | 0.5800 | +0.0200 [+0.0100, +0.0300] | +0.0250 [+0.0200, +0.0300] |" in text
+    assert "a paired bootstrap over the validation frames" in text

@@ -19,6 +19,7 @@ import tf_keras as keras
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
 from lunarseg.runtime.metadata import CONTROL_VARIANT, ModelMeta
+from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
 from lunarseg.train import checkpoint, forward, losses
 from lunarseg.train import cluster as clustering
 from lunarseg.train import distill as distillation
@@ -38,6 +39,7 @@ CLUSTER_LR_SHARE = 0.1
 
 CONTROL = CONTROL_VARIANT
 CONVERGED_GAIN = 0.01
+INTERVAL_TEXT = "95 % interval of the difference, a paired bootstrap over the validation frames"
 SCHEDULES = ("polynomial", "constant")
 LR_SCHEDULES = ("constant", "cosine")
 STRUCTURES = ("unstructured", "2:4")
@@ -607,6 +609,9 @@ def _summary(s: FineTune, sparsity: dict, before: dict, after: dict, parent_hash
         "variant": cfg.variant, "config": dataclasses.asdict(cfg), "sparsity": sparsity["overall"],
         "sparsity_layers": sparsity["layers"], "sparsity_before_qat": before_qat["overall"],
         "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
+        "iou_drop_ci": _interval(before, after),
+        # per validation frame [intersection, union] of the parent and of the variant: the report's intervals
+        "val_frame_rock_counts_before": before.get("frame_rock_counts"), "val_frame_rock_counts": after.get("frame_rock_counts"),
         "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
         "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in s.saved["history"]],
         "clusters": cfg.clusters, "clustered_layers": s.clustered_layers,
@@ -614,6 +619,12 @@ def _summary(s: FineTune, sparsity: dict, before: dict, after: dict, parent_hash
         "width": cfg.width, "filters": s.model_cfg.filters if s.meta.train_config else None,
         "macs_before": count_macs(s.parent), "macs": count_macs(model),
     }
+
+
+def _interval(reference: dict, other: dict) -> list[float] | None:
+    """The 95 % interval of reference's IoU minus other's over the frames both were scored on."""
+    interval = iou_drop_interval(reference.get("frame_rock_counts") or [], other.get("frame_rock_counts") or [])
+    return None if interval is None else [round(v, 5) for v in interval]
 
 
 def _variant_meta(s: FineTune, summary: dict, sparsity: dict, threshold: float, after: dict):
@@ -632,30 +643,32 @@ def load_variant(path: str | Path):
 
 
 def report_rows(run_dir: str | Path) -> list[dict]:
-    """One row per variant: sparsity, dense bytes, gzip bytes, val IoU, IoU drop vs the parent."""
+    """One row per variant: sparsity, dense bytes, gzip bytes, val IoU, IoU drop vs the parent and vs the
+    dense control, each drop with its interval over the validation frames when the variant kept their counts."""
     import gzip
 
     model_path, meta = checkpoint.resolve_model(run_dir)
+    variants = [(d, json.loads((d / "meta.json").read_text())) for d in checkpoint.variant_dirs(run_dir)]
+    summaries = [vmeta["extra"].get("compress", {}) for _, vmeta in variants]
     base_iou = meta.val_metrics.get("iou")
     if base_iou is None:  # an imported model: the fine-tunes measured it on their validation split
-        measured = [json.loads((d / "meta.json").read_text())["extra"].get("compress", {}).get("val_iou_before")
-                    for d in checkpoint.variant_dirs(run_dir)]
-        base_iou = next((v for v in measured if v is not None), None)
+        base_iou = next((c["val_iou_before"] for c in summaries if c.get("val_iou_before") is not None), None)
     rows = [{"variant": "(trained)", "sparsity": kernel_sparsity(load_variant(model_path))["overall"],
              "bytes": model_path.stat().st_size, "gzip_bytes": len(gzip.compress(model_path.read_bytes(), 9)),
              "val_iou": base_iou, "iou_drop": 0.0 if base_iou is not None else None, "qat": False,
-             "macs": meta.extra.get("macs")}]
-    for d in checkpoint.variant_dirs(run_dir):
-        vmeta = json.loads((d / "meta.json").read_text())
+             "macs": meta.extra.get("macs"),
+             "frame_rock_counts": next((c.get("val_frame_rock_counts_before") for c in summaries), None)}]
+    for (d, vmeta), comp in zip(variants, summaries):
         data = checkpoint.model_file(d).read_bytes()
-        comp = vmeta["extra"].get("compress", {})
         rows.append({"variant": d.name, "sparsity": vmeta["sparsity"], "bytes": len(data),
                      "gzip_bytes": len(gzip.compress(data, 9)), "val_iou": comp.get("val_iou_after", float("nan")),
-                     "iou_drop": comp.get("iou_drop", float("nan")), "qat": bool(vmeta["extra"].get("qat")),
+                     "iou_drop": comp.get("iou_drop", float("nan")), "iou_drop_ci": comp.get("iou_drop_ci"),
+                     "frame_rock_counts": comp.get("val_frame_rock_counts"), "qat": bool(vmeta["extra"].get("qat")),
                      "macs": comp.get("macs", vmeta["extra"].get("macs"))})
-    control = next((r["val_iou"] for r in rows if r["variant"] == CONTROL), None)
+    control = next((r for r in rows if r["variant"] == CONTROL), None)
     for r in rows:
-        r["drop_vs_control"] = None if control is None or r["val_iou"] is None else control - r["val_iou"]
+        r["drop_vs_control"] = None if control is None or r["val_iou"] is None else control["val_iou"] - r["val_iou"]
+        r["drop_vs_control_ci"] = None if control is None or r is control else _interval(control, r)
     return rows
 
 
@@ -665,9 +678,11 @@ def convergence_note(rows: list[dict]) -> str:
     if control is None:
         return f"no dense control ({CONTROL}): drops are against the trained model only"
     gain = -control["iou_drop"]
+    interval = control.get("iou_drop_ci")
+    gain_text = drop_with_interval(gain, interval and [-interval[1], -interval[0]], "+.4f")
     verdict = "converged" if gain <= CONVERGED_GAIN else "NOT converged: drops against it overstate compression"
-    return (f"dense control {CONTROL} gains {gain:+.4f} val IoU over the trained model: parent {verdict} "
-            f"(limit {CONVERGED_GAIN})")
+    return (f"dense control {CONTROL} gains {gain_text} val IoU over the trained model: parent {verdict} "
+            f"(limit {CONVERGED_GAIN})" + (f"; [lo, hi]: {INTERVAL_TEXT}" if interval else ""))
 
 
 def format_report(rows: list[dict]) -> str:
@@ -677,9 +692,9 @@ def format_report(rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         gmac = f"{r['macs'] / 1e9:.3f}" if r.get("macs") else "—"
-        vs = "—" if r.get("drop_vs_control") is None else f"{r['drop_vs_control']:+.4f}"
+        vs = "—" if r.get("drop_vs_control") is None else drop_with_interval(r["drop_vs_control"], r.get("drop_vs_control_ci"), "+.4f")
         val = "unknown" if r["val_iou"] is None else f"{r['val_iou']:.4f}"
-        drop = "—" if r["iou_drop"] is None else f"{r['iou_drop']:+.4f}"
+        drop = "—" if r["iou_drop"] is None else drop_with_interval(r["iou_drop"], r.get("iou_drop_ci"), "+.4f")
         lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {gmac} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
                      f"{r['gzip_bytes'] / r['bytes']:.2f} | {val} | {drop} | {vs} | "
                      f"{'yes' if r['qat'] else ''} |")
