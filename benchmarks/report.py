@@ -14,6 +14,7 @@ from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.metadata import CONTROL_VARIANT
 from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
+from lunarseg.runtime.objects import interval_text
 
 
 def _json(path: Path) -> dict | None:
@@ -40,11 +41,14 @@ def model_line(meta: dict) -> str:
 def quality_lines(ev: dict) -> list[str]:
     obj = ev.get("objects") or {}
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    return ["| test frames | rock IoU | Dice | precision | recall | mIoU | rocks >= 0.05 % of the frame found | "
-            "their blobs right |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {ev['frames']} | {ev['iou']:.3f} | {ev['dice']:.3f} | {ev['precision']:.3f} | {ev['recall']:.3f} | "
-            f"{ev['miou']:.3f} | {fmt(obj.get('recall'))} ({obj.get('rocks', 0)}) | "
-            f"{fmt(obj.get('precision'))} ({obj.get('blobs', 0)}) |"]
+    found, right = (fmt(obj.get(k)) + interval_text(obj.get(f"{k}_interval")) for k in ("recall", "precision"))
+    lines = ["| test frames | rock IoU | Dice | precision | recall | mIoU | rocks >= 0.05 % of the frame found | "
+             "their blobs right |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| {ev['frames']} | {ev['iou']:.3f} | {ev['dice']:.3f} | {ev['precision']:.3f} | {ev['recall']:.3f} | "
+             f"{ev['miou']:.3f} | {found} ({obj.get('rocks', 0)}) | {right} ({obj.get('blobs', 0)}) |"]
+    if obj.get("recall_interval"):
+        lines += ["", "Rocks found and blobs right: [lo, hi] is the 95 % interval of a bootstrap over the test frames."]
+    return lines
 
 
 def variant_lines(run: Path, base_val: float | None) -> list[str]:

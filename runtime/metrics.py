@@ -105,7 +105,7 @@ class MetricAccumulator:
         return out
 
 
-# The paired bootstrap behind iou_drop_interval: resamples of the frames, and the interval's level.
+# The bootstrap behind the intervals: resamples of the frames, and the intervals' level.
 BOOTSTRAP_RESAMPLES = 2000
 INTERVAL_LEVEL = 0.95
 
@@ -116,6 +116,33 @@ def pooled_iou(frame_counts) -> float:
     return _ratio(counts[:, 0].sum(), counts[:, 1].sum())
 
 
+def _resampled_ratios(frame_counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Pooled numerator / denominator of each resample of frames (rows of idx); 1.0 where it is 0 / 0."""
+    pooled = frame_counts[idx].sum(axis=1)
+    return np.where(pooled[:, 1] == 0, 1.0, pooled[:, 0] / np.maximum(pooled[:, 1], 1))
+
+
+def _bootstrap(*frame_counts, statistic, level: float, resamples: int, seed: int) -> tuple[float, float] | None:
+    """Percentile interval of statistic(*resampled pooled ratios) over frame resamples shared by every
+    counts list (a paired bootstrap); None when the lists are empty or cover different numbers of frames."""
+    arrays = [np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in frame_counts]
+    n = len(arrays[0])
+    if n == 0 or any(len(a) != n for a in arrays):
+        return None
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    values = statistic(*(_resampled_ratios(a, idx) for a in arrays))
+    tail = (1.0 - level) / 2
+    lo, hi = np.quantile(values, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def pooled_ratio_interval(frame_counts, *, level: float = INTERVAL_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                          seed: int = 0) -> tuple[float, float] | None:
+    """Confidence interval of a ratio pooled over frames (Σ numerator / Σ denominator of [num, den] per
+    frame: rock IoU, rocks found, blobs right), by a bootstrap over frames."""
+    return _bootstrap(frame_counts, statistic=lambda r: r, level=level, resamples=resamples, seed=seed)
+
+
 def iou_drop_interval(reference_counts, counts, *, level: float = INTERVAL_LEVEL,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
     """Confidence interval of a pooled-IoU drop (reference − other) measured on the same frames.
@@ -124,21 +151,8 @@ def iou_drop_interval(reference_counts, counts, *, level: float = INTERVAL_LEVEL
     interval reflects how much the drop depends on which frames a small test split happens to hold.
     None when the two were not measured on the same number of frames (or on none).
     """
-    ref = np.asarray(reference_counts, dtype=np.float64).reshape(-1, 2)
-    other = np.asarray(counts, dtype=np.float64).reshape(-1, 2)
-    if len(ref) == 0 or len(ref) != len(other):
-        return None
-    idx = np.random.default_rng(seed).integers(0, len(ref), size=(resamples, len(ref)))
-    r, o = ref[idx].sum(axis=1), other[idx].sum(axis=1)  # (resamples, 2): pooled intersection, union
-    drops = _safe_div(r[:, 0], r[:, 1]) - _safe_div(o[:, 0], o[:, 1])
-    tail = (1.0 - level) / 2
-    lo, hi = np.quantile(drops, [tail, 1.0 - tail])
-    return float(lo), float(hi)
-
-
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """Elementwise num / den with 1.0 where den is 0 (as _ratio)."""
-    return np.where(den == 0, 1.0, num / np.maximum(den, 1))
+    return _bootstrap(reference_counts, counts, statistic=lambda r, o: r - o, level=level, resamples=resamples,
+                      seed=seed)
 
 
 def drop_with_interval(value: float, interval, fmt: str = ".4f") -> str:

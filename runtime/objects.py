@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lunarseg.runtime.metrics import pooled_ratio_interval
 from lunarseg.runtime.stats import label_components
 
 FOUND_SHARE = 0.5
@@ -25,30 +26,39 @@ class ObjectCounter:
         self.true, self.found = np.zeros(n, np.int64), np.zeros(n, np.int64)
         self.pred, self.right = np.zeros(n, np.int64), np.zeros(n, np.int64)
         self.true_big = self.found_big = self.pred_big = self.right_big = 0
+        # Per frame [found, true] rocks and [right, predicted] blobs of the planner's sizes: the intervals.
+        self.frame_found: list[list[int]] = []
+        self.frame_right: list[list[int]] = []
 
     def update(self, truth_rock: np.ndarray, pred_rock: np.ndarray) -> None:
         """truth_rock, pred_rock: H×W booleans of one frame."""
         pixels = truth_rock.size
+        found = right = (0, 0)
         labels, n = label_components(truth_rock)
         if n:
             area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
             hit = np.bincount(labels.ravel(), weights=pred_rock.ravel(), minlength=n + 1)[1:]
-            self._add(self.true, self.found, area / pixels, hit >= FOUND_SHARE * area)
+            found = self._add(self.true, self.found, area / pixels, hit >= FOUND_SHARE * area)
         labels, n = label_components(pred_rock)
         if n:
             area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
             overlap = np.bincount(labels.ravel(), weights=truth_rock.ravel(), minlength=n + 1)[1:]
-            self._add(self.pred, self.right, area / pixels, overlap > 0, predicted=True)
+            right = self._add(self.pred, self.right, area / pixels, overlap > 0, predicted=True)
+        self.frame_found.append(list(found))
+        self.frame_right.append(list(right))
 
-    def _add(self, total, good, share, ok, predicted: bool = False) -> None:
+    def _add(self, total, good, share, ok, predicted: bool = False) -> tuple[int, int]:
+        """Count one frame's objects by size bucket; returns (good, all) of the planner's sizes."""
         bucket = np.searchsorted(np.array(SHARE_BUCKETS[1:]), share, side="right")
         np.add.at(total, bucket, 1)
         np.add.at(good, bucket, ok.astype(np.int64))
         big = share >= MIN_FRAME_SHARE
+        n_big, n_good = int(big.sum()), int((ok & big).sum())
         if predicted:
-            self.pred_big += int(big.sum()); self.right_big += int((ok & big).sum())  # noqa: E702
+            self.pred_big += n_big; self.right_big += n_good  # noqa: E702
         else:
-            self.true_big += int(big.sum()); self.found_big += int((ok & big).sum())  # noqa: E702
+            self.true_big += n_big; self.found_big += n_good  # noqa: E702
+        return n_good, n_big
 
     def result(self) -> dict:
         ratio = lambda a, b: float(a / b) if b else None  # noqa: E731
@@ -58,13 +68,28 @@ class ObjectCounter:
                    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
         return {"min_frame_share": MIN_FRAME_SHARE, "rocks": self.true_big, "blobs": self.pred_big,
                 "recall": ratio(self.found_big, self.true_big), "precision": ratio(self.right_big, self.pred_big),
+                # 95 % intervals by a bootstrap over frames: how much the figures depend on the frames
+                "recall_interval": _interval(self.frame_found, self.true_big),
+                "precision_interval": _interval(self.frame_right, self.pred_big),
                 "by_size": buckets}
 
 
+def _interval(frame_counts: list[list[int]], total: int) -> list[float] | None:
+    interval = pooled_ratio_interval(frame_counts) if total else None
+    return None if interval is None else [round(v, 4) for v in interval]
+
+
 def describe_objects(result: dict) -> str:
-    """One line: rocks >= 0.05 % of the frame found, blobs right, and the per-size figures."""
+    """One line: rocks >= 0.05 % of the frame found, blobs right (each with its interval), and the per-size figures."""
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     parts = ", ".join(f">={b['min_share']:.2%}: recall {fmt(b['recall'])} ({b['rocks']}) precision "
                       f"{fmt(b['precision'])} ({b['blobs']})" for b in result["by_size"])
-    return (f"rocks >= {result['min_frame_share']:.2%} of the frame: {fmt(result['recall'])} found "
-            f"({result['rocks']}), {fmt(result['precision'])} of blobs right ({result['blobs']}); by size {parts}")
+    found, right = (fmt(result[k]) + interval_text(result.get(f"{k}_interval")) for k in ("recall", "precision"))
+    note = "; [lo, hi]: 95 % interval over the frames" if result.get("recall_interval") else ""
+    return (f"rocks >= {result['min_frame_share']:.2%} of the frame: {found} found ({result['rocks']}), {right} of "
+            f"blobs right ({result['blobs']}); by size {parts}{note}")
+
+
+def interval_text(interval, fmt: str = ".3f") -> str:
+    """' [0.935, 0.982]' for an interval, '' for none."""
+    return f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]" if interval else ""

@@ -92,3 +92,13 @@ def test_variant_drops_carry_their_val_intervals_when_the_summaries_kept_frame_c
     text = report(run)
     assert "| slim40 | 0.200 | 16 | 0.5800 | +0.0200 [+0.0100, +0.0300] | +0.0250 [+0.0200, +0.0300] |" in text
     assert "a paired bootstrap over the validation frames" in text
+
+
+def test_quality_table_gives_found_and_right_their_intervals(tmp_path):
+    run = fake_run(tmp_path, control_val=0.605)
+    ev = json.loads((run / "eval_test.json").read_text())
+    ev["objects"].update(recall_interval=[0.935, 0.982], precision_interval=[0.96, 0.995])
+    _write(run / "eval_test.json", ev)
+    text = report(run)
+    assert "| 0.900 [0.935, 0.982] (278) | 0.980 [0.960, 0.995] (264) |" in text
+    assert "95 % interval of a bootstrap over the test frames" in text

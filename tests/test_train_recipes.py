@@ -226,6 +226,23 @@ def test_rocks_below_the_frame_share_are_left_out_of_the_headline_but_kept_by_si
     assert r["by_size"][0]["rocks"] == 1 and r["by_size"][0]["recall"] == 0.0
 
 
+def test_found_and_right_carry_a_bootstrap_interval_over_the_frames():
+    from lunarseg.runtime.objects import describe_objects
+
+    truth = np.zeros((100, 100), bool)
+    truth[10:20, 10:20] = True
+    counter = ObjectCounter()
+    for _ in range(3):
+        counter.update(truth, truth)  # found, and its blob right
+    counter.update(truth, np.zeros_like(truth))  # missed
+    r = counter.result()
+    lo, hi = r["recall_interval"]
+    assert r["recall"] == 0.75 and lo < 0.75 < hi <= 1.0
+    assert r["precision_interval"] == [1.0, 1.0]  # every blob of every frame was right
+    assert "0.75 [" in describe_objects(r) and "95 % interval over the frames" in describe_objects(r)
+    assert ObjectCounter().result()["recall_interval"] is None  # no rock, no interval
+
+
 def test_operating_points_show_a_faint_rock_found_only_below_its_probability():
     from lunarseg.train.evaluate import THRESHOLDS, operating_points
 
