@@ -71,8 +71,9 @@ def variant_lines(run: Path, base_val: float | None) -> list[str]:
         lines.append(f"| {name} | {c.get('macs', 0) / 1e9:.3f} | {len(c.get('epochs_run', []))} | {c.get('val_iou_after', 0):.4f} | "
                      f"{drop_with_interval(c.get('iou_drop', 0), c.get('iou_drop_ci'), '+.4f')} | {vs} |")
     if control is not None and base_val is not None:
-        gain = control - base_val
-        lines += ["", f"Dense control gain {gain:+.4f} val IoU: the trained model "
+        gain, interval = control - base_val, control_comp.get("iou_drop_ci")
+        gain_text = drop_with_interval(gain, interval and [-interval[1], -interval[0]], "+.4f")
+        lines += ["", f"Dense control gain {gain_text} val IoU: the trained model "
                   + ("counts as converged (<= 0.01)." if gain <= 0.01 else "had NOT converged (gain > 0.01).")]
     if any(c.get("iou_drop_ci") for _, c in rows):
         lines += ["", "[lo, hi] after a val drop: its 95 % interval, a paired bootstrap over the validation frames."]

@@ -91,6 +91,7 @@ def test_variant_drops_carry_their_val_intervals_when_the_summaries_kept_frame_c
         _write(path, meta)
     text = report(run)
     assert "| slim40 | 0.200 | 16 | 0.5800 | +0.0200 [+0.0100, +0.0300] | +0.0250 [+0.0200, +0.0300] |" in text
+    assert "Dense control gain +0.0050 [-0.0300, -0.0100] val IoU" in text  # the control's own drop, negated
     assert "a paired bootstrap over the validation frames" in text
 
 
