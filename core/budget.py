@@ -59,6 +59,12 @@ class StageCosts:
         return ((train_share * train_frames + self.val_frame_share * val_frames) / images_per_s
                 + fixed * self.slowdown(images_per_s))
 
+    def rate_from_training_epoch(self, epoch_s: float, train_frames: int, val_frames: int, train_share: float) -> float:
+        """The whole model-size frames per second at which a base-training epoch takes `epoch_s` (the inverse
+        of epoch_s(training=True)): what a measured epoch says about this machine."""
+        work = train_share * train_frames + self.val_frame_share * val_frames
+        return (work + self.train_epoch_fixed_s * self.reference_images_per_s) / epoch_s
+
 
 @dataclass(frozen=True)
 class VariantWork:

@@ -157,3 +157,10 @@ def test_a_training_epoch_costs_less_fixed_time_than_a_fine_tune_epoch_of_the_sa
     slow = costs.reference_images_per_s / 2
     assert costs.epoch_s(160, 19, slow, 0.25) - costs.epoch_s(160, 19, slow, 0.25, training=True) == pytest.approx(
         2 * (costs.epoch_fixed_s - costs.train_epoch_fixed_s))  # the fixed part scales with the slowdown too
+
+
+@pytest.mark.parametrize("epoch_s", [1.5, 3.9, 12.0])
+def test_a_measured_training_epoch_gives_the_rate_whose_plan_takes_that_long(epoch_s):
+    costs = StageCosts()
+    rate = costs.rate_from_training_epoch(epoch_s, 160, 19, 0.25)
+    assert costs.epoch_s(160, 19, rate, 0.25, training=True) == pytest.approx(epoch_s)

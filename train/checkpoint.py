@@ -10,7 +10,7 @@ import tf_keras as keras
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ModelFileError
 from lunarseg.runtime.metadata import ModelMeta, meta_json_path
-from lunarseg.train import losses  # noqa: F401  (registers the custom objects for loading)
+from lunarseg.train import losses, schedules  # noqa: F401  (registers the custom objects for loading)
 
 
 MODEL_FILES = ("model.keras", "model.h5")  # QAT models go to H5: tfmot's wrappers do not reload from .keras

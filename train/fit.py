@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -185,8 +186,8 @@ def learning_rate_schedule(cfg: TrainConfig, steps: int):
     return schedules.schedule(cfg.lr_schedule, cfg.learning_rate, steps)
 
 
-def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
-    lr = learning_rate_schedule(cfg, cfg.epochs * steps_per_epoch)
+def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int, schedule_epochs: int | None = None) -> None:
+    lr = learning_rate_schedule(cfg, (schedule_epochs or cfg.epochs) * steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses.get_loss(cfg.loss), metrics=losses.training_metrics())
     # Adam's slots built now, not in the first train step: TensorFlow traces a step that creates
     # variables twice, so every fresh model's step was traced twice (the second 2-7 s on the demo model).
@@ -205,8 +206,9 @@ def _check_writable(root: Path) -> None:
 
 def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bool = False,
           verbose: int = 1, train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
-          callbacks: list | None = None) -> dict:
-    """Fit `cfg` on `data_dir` into run directory `out`; returns a summary dict."""
+          callbacks: list | None = None, schedule_epochs: int | None = None) -> dict:
+    """Fit `cfg` on `data_dir` into run directory `out`; returns a summary dict. The rate schedule spans
+    `schedule_epochs` (default cfg.epochs, the most it trains): a ScheduleReplan callback may stretch it."""
     cfg.validate()
     if resume and cfg.strategy == "multi-worker":
         # Non-chief replicas write into scratch directories that are gone after the run: nothing to resume from.
@@ -220,7 +222,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
     state = _start_state(paths, cfg, resume)
     tr, va = _training_arrays(cfg, data_dir, train_arrays, val_arrays)
     keras.utils.set_random_seed(cfg.seed)
-    model = _model_to_fit(cfg, paths, resume, steps_per_epoch=math.ceil(len(tr.x) / cfg.batch_size))
+    model = _model_to_fit(cfg, paths, resume, steps_per_epoch=math.ceil(len(tr.x) / cfg.batch_size),
+                          schedule_epochs=schedule_epochs)
     keeper = RunKeeper(paths, cfg, state, write=True)
     t0, start_epoch = time.perf_counter(), state["epoch"]
     _fit_epochs(model, tr, va, cfg, keeper, [*_logging_callbacks(paths, chief), *(callbacks or [])], verbose)
@@ -276,15 +279,44 @@ def _training_arrays(cfg: TrainConfig, data_dir, train_arrays: SplitArrays | Non
     return tr, va
 
 
-def _model_to_fit(cfg: TrainConfig, paths: RunPaths, resume: bool, steps_per_epoch: int) -> keras.Model:
+def _model_to_fit(cfg: TrainConfig, paths: RunPaths, resume: bool, steps_per_epoch: int,
+                  schedule_epochs: int | None = None) -> keras.Model:
     """A new compiled U-Net (any input size when training on crops), or the interrupted run's last
-    model with its optimizer; inside the distribution strategy's scope."""
+    model with its optimizer (and the schedule's length it had); inside the distribution strategy's scope."""
     with _strategy(cfg).scope():
         if resume:
             return checkpoint.load_model(paths.last, compile=True)
         model = build_unet(cfg, any_size=cfg.crops)
-        _compile(model, cfg, steps_per_epoch)
+        _compile(model, cfg, steps_per_epoch, schedule_epochs)
         return model
+
+
+class ScheduleReplan(keras.callbacks.Callback):
+    """After `after` epochs (the first, with its tracing, left out of the timing), ask
+    `replan(median_epoch_seconds, epochs_done)` how many epochs the run should have in all, stretch the
+    rate schedule to that length and stop the run there: the epochs follow the time the real epochs
+    take, not a short probe's reading. Without a stretchable schedule it only stops the run."""
+
+    def __init__(self, replan: Callable[[float, int], int], after: int = 4):
+        super().__init__()
+        self.replan, self.after = replan, max(2, after)
+        self.total: int | None = None
+        self._seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._seconds.append(time.perf_counter() - self._start)
+        done = epoch + 1
+        if self.total is None and len(self._seconds) >= self.after:
+            self.total = max(done, int(self.replan(float(np.median(self._seconds[1:])), done)))
+            lr = schedules.rate_schedule(self.model.optimizer)
+            if hasattr(lr, "stretch"):
+                lr.stretch(self.total * self.params["steps"])  # fit's steps per epoch
+        if self.total is not None and done >= self.total:
+            self.model.stop_training = True
 
 
 def _logging_callbacks(paths: RunPaths, chief: bool) -> list:
