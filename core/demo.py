@@ -177,8 +177,9 @@ def _train(d: DemoRun) -> None:
         return
     resume = (run / "checkpoints/state.json").exists()
     schedule_epochs, callbacks = None, []
-    if resume:  # keep the epochs an interrupted run was planned with (its cosine schedule depends on them)
+    if resume:  # the interrupted run's epochs, and with a budget the end of its saved (re-planned) schedule
         d.tcfg = replace(d.tcfg, epochs=TrainConfig.from_dict(_read_json(run / "checkpoints/state.json")["config"]).epochs)
+        callbacks = [ScheduleReplan.keeping_the_plan()] if cfg.budget_min else []
     elif cfg.budget_min:
         plan = _plan(cfg, d.tcfg, d.data, d.variants, d.clock)
         print(f"budget {cfg.budget_min:g} min: {plan.describe()}; re-planned after {REPLAN_AFTER_EPOCHS} epochs")

@@ -57,3 +57,26 @@ def test_the_replan_callback_stops_the_run_and_stretches_its_schedule_where_the_
     rate_at_3 = history[2]["lr"] / cfg.learning_rate  # the rate of epoch 3's last step (step 3·steps − 1)
     stretched, planned = (float(StretchableCosine(1.0, n * steps)(3 * steps - 1)) for n in (replanned, 4))
     assert rate_at_3 == pytest.approx(stretched, rel=1e-4) and abs(stretched - planned) > 0.1  # the step read it
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops a run after `at` epochs, as a kill between two epochs would (what finished is on disk)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.at:
+            self.model.stop_training = True
+
+
+def test_a_resumed_run_stops_where_its_saved_re_planned_schedule_ends(tmp_path):
+    cfg = tiny_cfg(epochs=8, lr_schedule="cosine")
+    tr, va = blobs(16), blobs(8, seed=1)
+    kw = dict(verbose=0, train_arrays=tr, val_arrays=va)
+    first = train(cfg, None, tmp_path / "run", schedule_epochs=4, callbacks=[ScheduleReplan(lambda s, d: 5, after=2),
+                                                                            _Interrupt(3)], **kw)
+    assert first["epochs"] == 3
+    resumed = train(cfg, None, tmp_path / "run", resume=True, callbacks=[ScheduleReplan.keeping_the_plan()], **kw)
+    assert resumed["epochs"] == 5  # not the 8 the config allows, nor the 4 first planned

@@ -297,12 +297,23 @@ class ScheduleReplan(keras.callbacks.Callback):
     rate schedule to that length and stop the run there: the epochs follow the time the real epochs
     take, not a short probe's reading. Without a stretchable schedule it only stops the run."""
 
-    def __init__(self, replan: Callable[[float, int], int], after: int = 4):
+    def __init__(self, replan: Callable[[float, int], int] | None, after: int = 4):
         super().__init__()
-        self.replan, self.after = replan, max(2, after)
+        self.replan, self.after = replan, max(2, after) if replan else 1
         self.total: int | None = None
         self._seconds: list[float] = []
         self._start = 0.0
+
+    @classmethod
+    def keeping_the_plan(cls) -> "ScheduleReplan":
+        """For a resumed run: stop where its schedule, saved with the length last planned, ends."""
+        return cls(None)
+
+    def _planned_total(self, done: int) -> int | None:
+        if self.replan is not None:
+            return max(done, int(self.replan(float(np.median(self._seconds[1:])), done)))
+        lr = schedules.rate_schedule(self.model.optimizer)
+        return round(float(lr.decay_steps.numpy()) / self.params["steps"]) if hasattr(lr, "stretch") else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -311,9 +322,9 @@ class ScheduleReplan(keras.callbacks.Callback):
         self._seconds.append(time.perf_counter() - self._start)
         done = epoch + 1
         if self.total is None and len(self._seconds) >= self.after:
-            self.total = max(done, int(self.replan(float(np.median(self._seconds[1:])), done)))
+            self.total = self._planned_total(done)
             lr = schedules.rate_schedule(self.model.optimizer)
-            if hasattr(lr, "stretch"):
+            if self.total is not None and hasattr(lr, "stretch"):
                 lr.stretch(self.total * self.params["steps"])  # fit's steps per epoch
         if self.total is not None and done >= self.total:
             self.model.stop_training = True
