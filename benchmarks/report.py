@@ -13,8 +13,7 @@ from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, drop_text
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.metadata import CONTROL_VARIANT
-from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
-from lunarseg.runtime.objects import interval_text
+from lunarseg.runtime.metrics import drop_with_interval, interval_text, iou_drop_interval
 
 
 def _json(path: Path) -> dict | None:

@@ -155,7 +155,11 @@ def iou_drop_interval(reference_counts, counts, *, level: float = INTERVAL_LEVEL
                       seed=seed)
 
 
+def interval_text(interval, fmt: str = ".3f") -> str:
+    """' [0.935, 0.982]' for an interval, '' for none."""
+    return f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]" if interval else ""
+
+
 def drop_with_interval(value: float, interval, fmt: str = ".4f") -> str:
     """'0.0264 [0.0188, 0.0356]': a drop followed by its interval (iou_drop_interval), when it has one."""
-    text = format(value, fmt)
-    return f"{text} [{format(interval[0], fmt)}, {format(interval[1], fmt)}]" if interval else text
+    return format(value, fmt) + interval_text(interval, fmt)

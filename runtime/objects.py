@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lunarseg.runtime.metrics import pooled_ratio_interval
+from lunarseg.runtime.metrics import interval_text, pooled_ratio_interval
 from lunarseg.runtime.stats import label_components
 
 FOUND_SHARE = 0.5
@@ -88,8 +88,3 @@ def describe_objects(result: dict) -> str:
     note = "; [lo, hi]: 95 % interval over the frames" if result.get("recall_interval") else ""
     return (f"rocks >= {result['min_frame_share']:.2%} of the frame: {found} found ({result['rocks']}), {right} of "
             f"blobs right ({result['blobs']}); by size {parts}{note}")
-
-
-def interval_text(interval, fmt: str = ".3f") -> str:
-    """' [0.935, 0.982]' for an interval, '' for none."""
-    return f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]" if interval else ""
