@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lunarseg.benchmarks.inputs import BASELINE, is_fp32
 from lunarseg.runtime.metadata import CONTROL_VARIANT
-from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
+from lunarseg.runtime.metrics import drop_interval_between, drop_with_interval
 
 VAL_IOU_REFERENCE = "val IoU in the file's metadata"
 # Each drop and the key of its interval (set when both rows kept their per-frame counts).
@@ -63,11 +63,9 @@ def relate_to_reference(rows: list[dict]) -> None:
 def _set_interval(row: dict, key: str, ref: dict) -> None:
     """row[key] = the 95 % interval of ref's IoU minus row's over the frames both were measured on
     (metrics.iou_drop_interval), when both kept their per-frame counts."""
-    if row is ref:
-        return
-    interval = iou_drop_interval(ref.get("frame_rock_counts") or [], row.get("frame_rock_counts") or [])
+    interval = None if row is ref else drop_interval_between(ref, row)
     if interval is not None:
-        row[key] = [round(v, 5) for v in interval]
+        row[key] = interval
 
 
 def relate_to_control(rows: list[dict]) -> None:

@@ -13,7 +13,7 @@ from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, drop_text
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, LunarsegError
 from lunarseg.runtime.metadata import CONTROL_VARIANT
-from lunarseg.runtime.metrics import drop_with_interval, interval_text, iou_drop_interval
+from lunarseg.runtime.metrics import drop_interval_between, drop_with_interval, interval_text
 
 
 def _json(path: Path) -> dict | None:
@@ -66,7 +66,7 @@ def variant_lines(run: Path, base_val: float | None) -> list[str]:
     for name, c in rows:
         vs = "—"
         if control is not None and name != CONTROL_VARIANT:
-            vs = drop_with_interval(control - c.get("val_iou_after", 0), _val_interval(control_comp, c), "+.4f")
+            vs = drop_with_interval(control - c.get("val_iou_after", 0), drop_interval_between(control_comp, c, "val_frame_rock_counts"), "+.4f")
         lines.append(f"| {name} | {c.get('macs', 0) / 1e9:.3f} | {len(c.get('epochs_run', []))} | {c.get('val_iou_after', 0):.4f} | "
                      f"{drop_with_interval(c.get('iou_drop', 0), c.get('iou_drop_ci'), '+.4f')} | {vs} |")
     if control is not None and base_val is not None:
@@ -77,11 +77,6 @@ def variant_lines(run: Path, base_val: float | None) -> list[str]:
     if any(c.get("iou_drop_ci") for _, c in rows):
         lines += ["", "[lo, hi] after a val drop: its 95 % interval, a paired bootstrap over the validation frames."]
     return lines
-
-
-def _val_interval(reference: dict, other: dict):
-    """The interval of reference's val IoU minus other's, from the per-frame counts their summaries kept."""
-    return iou_drop_interval(reference.get("val_frame_rock_counts") or [], other.get("val_frame_rock_counts") or [])
 
 
 def bench_lines(results: dict) -> list[str]:

@@ -155,6 +155,13 @@ def iou_drop_interval(reference_counts, counts, *, level: float = INTERVAL_LEVEL
                       seed=seed)
 
 
+def drop_interval_between(reference: dict, other: dict, key: str = "frame_rock_counts") -> list[float] | None:
+    """iou_drop_interval of two records (bench rows, scores, compress summaries) from the per-frame counts
+    each keeps under `key`, rounded for reports; None when either lacks them or their frames differ."""
+    interval = iou_drop_interval(reference.get(key) or [], other.get(key) or [])
+    return None if interval is None else [round(v, 5) for v in interval]
+
+
 def interval_text(interval, fmt: str = ".3f") -> str:
     """' [0.935, 0.982]' for an interval, '' for none."""
     return f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]" if interval else ""

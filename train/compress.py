@@ -19,7 +19,7 @@ import tf_keras as keras
 from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError, DatasetError, unknown_key
 from lunarseg.runtime.metadata import CONTROL_VARIANT, ModelMeta
-from lunarseg.runtime.metrics import drop_with_interval, iou_drop_interval
+from lunarseg.runtime.metrics import drop_interval_between, drop_with_interval
 from lunarseg.train import checkpoint, forward, losses
 from lunarseg.train import cluster as clustering
 from lunarseg.train import distill as distillation
@@ -609,7 +609,7 @@ def _summary(s: FineTune, sparsity: dict, before: dict, after: dict, parent_hash
         "variant": cfg.variant, "config": dataclasses.asdict(cfg), "sparsity": sparsity["overall"],
         "sparsity_layers": sparsity["layers"], "sparsity_before_qat": before_qat["overall"],
         "val_iou_before": before["iou"], "val_iou_after": after["iou"], "iou_drop": before["iou"] - after["iou"],
-        "iou_drop_ci": _interval(before, after),
+        "iou_drop_ci": drop_interval_between(before, after),
         # per validation frame [intersection, union] of the parent and of the variant: the report's intervals
         "val_frame_rock_counts_before": before.get("frame_rock_counts"), "val_frame_rock_counts": after.get("frame_rock_counts"),
         "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
@@ -619,12 +619,6 @@ def _summary(s: FineTune, sparsity: dict, before: dict, after: dict, parent_hash
         "width": cfg.width, "filters": s.model_cfg.filters if s.meta.train_config else None,
         "macs_before": count_macs(s.parent), "macs": count_macs(model),
     }
-
-
-def _interval(reference: dict, other: dict) -> list[float] | None:
-    """The 95 % interval of reference's IoU minus other's over the frames both were scored on."""
-    interval = iou_drop_interval(reference.get("frame_rock_counts") or [], other.get("frame_rock_counts") or [])
-    return None if interval is None else [round(v, 5) for v in interval]
 
 
 def _variant_meta(s: FineTune, summary: dict, sparsity: dict, threshold: float, after: dict):
@@ -668,7 +662,7 @@ def report_rows(run_dir: str | Path) -> list[dict]:
     control = next((r for r in rows if r["variant"] == CONTROL), None)
     for r in rows:
         r["drop_vs_control"] = None if control is None or r["val_iou"] is None else control["val_iou"] - r["val_iou"]
-        r["drop_vs_control_ci"] = None if control is None or r is control else _interval(control, r)
+        r["drop_vs_control_ci"] = None if control is None or r is control else drop_interval_between(control, r)
     return rows
 
 
