@@ -307,6 +307,46 @@ def test_distilled_dense_fine_tune_learns_from_the_trained_model_not_from_itself
     assert any(not np.array_equal(a, b) for a, b in zip(student.get_weights(), trained.get_weights()))
 
 
+def test_the_dense_control_continues_at_the_rate_the_parents_training_ended_at(run, monkeypatch):
+    """continue_rate: the fine-tune's optimizer gets the last `lr` of the parent's history.csv, constant,
+    and the summary records that rate instead of the config's default."""
+    import csv
+
+    import lunarseg.train.compress as compress_module
+
+    last = float(list(csv.DictReader((run / "history.csv").open()))[-1]["lr"])
+    rates, real = [], compress_module._compile
+    monkeypatch.setattr(compress_module, "_compile", lambda model, tcfg, lr, distill=0.0: rates.append(lr) or real(model, tcfg, lr, distill))
+    _, summary = make(run, sparsity=0.0, continue_rate=True, name="dense-continued")
+    assert last != CompressConfig().learning_rate
+    assert rates == [pytest.approx(last)], rates
+    assert (summary["config"]["learning_rate"], summary["config"]["lr_schedule"]) == (pytest.approx(last), "constant")
+
+
+def test_a_run_without_a_training_history_fine_tunes_at_the_configured_rate(tmp_path):
+    from lunarseg.train.compress import continued
+
+    cfg = CompressConfig(sparsity=0.0, continue_rate=True, learning_rate=2e-3, lr_schedule="cosine")
+    assert continued(cfg, tmp_path / "model.keras") == cfg
+    (tmp_path / "history.csv").write_text("epoch,lr,val_iou\n1,0.01,0.3\n2,0.0004,0.5\n")
+    assert (continued(cfg, tmp_path / "model.keras").learning_rate, continued(cfg, tmp_path / "model.keras").lr_schedule) == (0.0004, "constant")
+    assert continued(dataclasses.replace(cfg, continue_rate=False), tmp_path / "model.keras") == dataclasses.replace(cfg, continue_rate=False)
+
+
+def test_compress_all_continues_the_control_at_the_parents_rate_unless_a_rate_is_given(tmp_path):
+    from lunarseg.cli import build_parser
+    from lunarseg.runtime.metadata import CONTROL_VARIANT
+    from lunarseg.train.cli import compress_configs
+
+    parse = build_parser().parse_args
+    control = {c.variant: c for c in compress_configs(parse(["compress", str(tmp_path), "--all"]))}[CONTROL_VARIANT]
+    assert control.continue_rate
+    given = {c.variant: c for c in compress_configs(parse(["compress", str(tmp_path), "--all", "--lr", "2e-3"]))}
+    assert (given[CONTROL_VARIANT].continue_rate, given[CONTROL_VARIANT].learning_rate) == (False, 2e-3)
+    [single] = compress_configs(parse(["compress", str(tmp_path), "--sparsity", "0", "--continue-rate"]))
+    assert single.continue_rate
+
+
 def own_val_iou(variant_dir):
     """A variant's validation rock IoU at its own threshold, from its saved model (not the teacher's or parent's)."""
     from lunarseg.train.checkpoint import resolve_model

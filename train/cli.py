@@ -94,6 +94,9 @@ def _register_compress(sub) -> None:
                    "variant's own: 3e-3 for pruned75 and slim50, 1e-2 for slim40)")
     c.add_argument("--lr-schedule", default=None, help="constant | cosine, of the slim/prune phase (default: constant; "
                    "with --all each variant's own: cosine for pruned75, slim50 and slim40)")
+    c.add_argument("--continue-rate", action="store_true", help="fine-tune at the constant rate the trained "
+                   "model's training ended at (its history.csv's last lr), as the dense control dense-ft does; "
+                   "--lr when the run has no history")
     c.add_argument("--distill", type=float, default=None,
                    help="knowledge distillation from the trained model: weight of its soft targets (0 = off; "
                         "default: each variant's own, see `compress --all`)")
@@ -218,6 +221,8 @@ def compress_configs(args) -> list:
     common = dict(batch_size=args.batch_size, qat_epochs=args.qat_epochs, max_frames=args.max_frames)
     common.update({k: v for k, v in (("epochs", args.epochs), ("distill", args.distill), ("learning_rate", args.lr),
                                      ("lr_schedule", args.lr_schedule)) if v is not None})
+    if args.continue_rate or args.lr is not None:  # a rate asked for is every variant's, the control's too
+        common["continue_rate"] = args.continue_rate
     if args.all:
         done = {d.name for d in variant_dirs(args.run)}
         configs = [dataclasses.replace(v, **common) for v in DEFAULT_VARIANTS]
