@@ -41,8 +41,9 @@ class Limits:
         return limits
 
     def violations(self, row: dict) -> list[str]:
-        """One line per broken limit for a deployable row."""
-        name = f"{row['variant']}/{row['format']}"
+        """One line per broken limit for a deployable row, naming its engine: one file can pass on one
+        engine and fail on another."""
+        name = f"{row['variant']}/{row['format']}" + (f" on {row['engine']}" if row.get("engine") else "")
         out = []
         checks = (
             ("max_iou_drop", row.get("iou_drop"), lambda v, lim: v > lim, "IoU drop {v:.4f} > limit {lim}"),

@@ -139,7 +139,7 @@ def test_an_impossible_latency_limit_makes_bench_exit_1_naming_artifact_figure_a
                  "--max-latency-ms", "0.0001", "--formats", "onnx-fp32"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "LIMIT base/onnx-fp32 (threads=1): latency p50" in err and "> limit 0.0001 ms" in err
+    assert "LIMIT base/onnx-fp32 on onnxruntime (threads=1): latency p50" in err and "> limit 0.0001 ms" in err
 
 
 def test_select_for_board_engines_never_picks_an_openvino_row(pipeline):
@@ -206,6 +206,14 @@ def test_limits_file_values_are_read_and_overridden_by_options(tmp_path):
     row.update(iou_drop_ci=[0.0123, 0.041], frames=20)
     assert lim.violations(row)[0] == ("LIMIT base/onnx-int8 (threads=1): IoU drop 0.0200 > limit 0.01 "
                                       "(95 % interval 0.0123 to 0.0410 over 20 frames)")
+
+
+def test_a_violation_names_the_engine_so_one_file_on_two_engines_gives_two_different_lines():
+    lim = Limits(max_latency_ms=10.0)
+    row = {"variant": "base", "format": "onnx-int8", "threads": 1, "p50_ms": 25.0}
+    lines = lim.violations({**row, "engine": "onnxruntime"}) + lim.violations({**row, "engine": "openvino"})
+    assert lines == ["LIMIT base/onnx-int8 on onnxruntime (threads=1): latency p50 25.00 ms > limit 10.0 ms",
+                     "LIMIT base/onnx-int8 on openvino (threads=1): latency p50 25.00 ms > limit 10.0 ms"]
 
 
 def test_bench_on_a_directory_without_a_model_is_a_one_line_error(tmp_path, capsys):

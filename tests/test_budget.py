@@ -57,7 +57,7 @@ def test_bad_budget_or_speed_refused(kw, message):
 
 
 def test_budget_profile_makes_the_target_variants():
-    assert [v.variant for v in demo_variants(BUDGET)] == ["pruned50-c8", "dense-ft"]
+    assert [v.variant for v in demo_variants(BUDGET)] == ["pruned50", "pruned50-c8", "dense-ft"]
     assert set(BUDGET.min_variant_epochs) <= set(BUDGET.variants)
 
 

@@ -46,7 +46,7 @@ def assert_gate_holds(results, selection, limit):
     ok = [r for r in rows if r.get("deployable") and r["status"] == "ok" and r["threads"] == threads]
     for r in ok:
         if r["iou_drop"] > limit:
-            name = f"LIMIT {r['variant']}/{r['format']} (threads={r['threads']}): IoU drop {r['iou_drop']:.4f} > limit {limit}"
+            name = f"LIMIT {r['variant']}/{r['format']} on {r['engine']} (threads={r['threads']}): IoU drop {r['iou_drop']:.4f} > limit {limit}"
             assert any(v.startswith(name) for v in results["violations"]), name
     worst = max(ok, key=lambda r: r["iou_drop"])
     assert worst["iou_drop"] > 0, "no compressed artifact of the quick demo lost any IoU"
