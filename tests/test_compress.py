@@ -331,6 +331,9 @@ def test_a_run_without_a_training_history_fine_tunes_at_the_configured_rate(tmp_
     (tmp_path / "history.csv").write_text("epoch,lr,val_iou\n1,0.01,0.3\n2,0.0004,0.5\n")
     assert (continued(cfg, tmp_path / "model.keras").learning_rate, continued(cfg, tmp_path / "model.keras").lr_schedule) == (0.0004, "constant")
     assert continued(dataclasses.replace(cfg, continue_rate=False), tmp_path / "model.keras") == dataclasses.replace(cfg, continue_rate=False)
+    for bad in ("abc", "0", "inf", ""):  # an unreadable last rate: the configured one
+        (tmp_path / "history.csv").write_text(f"epoch,lr\n1,0.01\n2,{bad}\n")
+        assert continued(cfg, tmp_path / "model.keras") == cfg, bad
 
 
 def test_compress_all_continues_the_control_at_the_parents_rate_unless_a_rate_is_given(tmp_path):

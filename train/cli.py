@@ -221,7 +221,7 @@ def compress_configs(args) -> list:
     common = dict(batch_size=args.batch_size, qat_epochs=args.qat_epochs, max_frames=args.max_frames)
     common.update({k: v for k, v in (("epochs", args.epochs), ("distill", args.distill), ("learning_rate", args.lr),
                                      ("lr_schedule", args.lr_schedule)) if v is not None})
-    if args.continue_rate or args.lr is not None:  # a rate asked for is every variant's, the control's too
+    if args.continue_rate or args.lr is not None or args.lr_schedule is not None:  # a rate asked for is every variant's, the control's too
         common["continue_rate"] = args.continue_rate
     if args.all:
         done = {d.name for d in variant_dirs(args.run)}

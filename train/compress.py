@@ -351,7 +351,9 @@ def _resume_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, resume: boo
         raise ConfigError(f"{ckpt.parent}: an interrupted fine-tune is there ({state['phase']} epoch {state['epoch']}); "
                           "pass --resume to continue it or --force to start over")
     old, new = state["config"], dataclasses.asdict(cfg)
-    diffs = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k != "max_frames" and old.get(k) != new[k]]
+    defaults = dataclasses.asdict(CompressConfig())  # a state saved before a field existed had its default
+    diffs = [f"{k}: {old.get(k, defaults[k])!r} -> {new[k]!r}" for k in new
+             if k != "max_frames" and old.get(k, defaults[k]) != new[k]]
     if diffs:
         raise ConfigError(f"--resume with a changed config: {'; '.join(diffs)}; use the original options or --force")
     if state["parent_hash"] != parent_hash:
@@ -380,9 +382,13 @@ def final_training_rate(model_path: Path) -> float | None:
     history = Path(model_path).parent / "history.csv"
     if not history.exists():
         return None
-    rates = [r.get("lr") for r in csv.DictReader(history.open())]
-    rates = [float(r) for r in rates if r not in (None, "")]
-    return rates[-1] if rates and rates[-1] > 0 else None
+    with history.open(newline="") as f:
+        last = next(reversed(list(csv.DictReader(f))), {}).get("lr")
+    try:
+        rate = float(last)
+    except (TypeError, ValueError):
+        return None
+    return rate if math.isfinite(rate) and rate > 0 else None
 
 
 def continued(cfg: CompressConfig, model_path: Path) -> CompressConfig:
