@@ -19,7 +19,7 @@ from lunarseg.runtime import atomic
 from lunarseg.runtime.errors import ConfigError
 from lunarseg.benchmarks.boards import board_estimates, estimates_markdown
 from lunarseg.benchmarks.inputs import BASELINE, NO_TENSORFLOW_NOTE, collect, tensorflow_installed
-from lunarseg.benchmarks.limits import Limits
+from lunarseg.benchmarks.limits import Limits, row_name
 from lunarseg.benchmarks.measure import IOU_RULE
 from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, drop_text, relate_to_reference
 PROFILES = {
@@ -102,12 +102,12 @@ def gate_failures(rows: list[dict]) -> list[str]:
             continue
         what = "baseline" if r["format"] == BASELINE else "artifact"
         tail = "; no IoU drop or speed-up can be checked" if r["format"] == BASELINE else ""
-        failures.append(f"{what} {r['variant']}/{r['format']} on {r.get('engine')}: {r['status']}: "
+        failures.append(f"{what} {row_name(r)}: {r['status']}: "
                         f"{r.get('error') or 'no detail'}{tail}")
     first = rows[0]["threads"] if rows else None
     for r in rows:
         if r.get("deployable") and r["status"] == "ok" and r["threads"] == first and r.get("iou_drop") is None:
-            failures.append(f"artifact {r['variant']}/{r['format']} on {r.get('engine')}: no IoU reference (no Keras "
+            failures.append(f"artifact {row_name(r)}: no IoU reference (no Keras "
                             f"baseline, no fp32 artifact of {r['variant']}, no validation IoU in its metadata): its "
                             "IoU drop cannot be checked")
     if not any(r["status"] == "ok" and r["format"] != BASELINE and r["threads"] == first for r in rows):

@@ -43,7 +43,7 @@ class Limits:
     def violations(self, row: dict) -> list[str]:
         """One line per broken limit for a deployable row, naming its engine: one file can pass on one
         engine and fail on another."""
-        name = f"{row['variant']}/{row['format']}" + (f" on {row['engine']}" if row.get("engine") else "")
+        name = row_name(row)
         out = []
         checks = (
             ("max_iou_drop", row.get("iou_drop"), lambda v, lim: v > lim, "IoU drop {v:.4f} > limit {lim}"),
@@ -57,6 +57,11 @@ class Limits:
                 note = _interval_note(row) if key == "max_iou_drop" else ""
                 out.append(f"LIMIT {name} (threads={row['threads']}): " + text.format(v=value, lim=lim) + note)
         return out
+
+
+def row_name(row: dict) -> str:
+    """'variant/format on engine' (engine left out when the row has none): how gate lines name a bench row."""
+    return f"{row['variant']}/{row['format']}" + (f" on {row['engine']}" if row.get("engine") else "")
 
 
 def _interval_note(row: dict) -> str:
