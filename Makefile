@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (whole pipeline on synthetic data, fitted to a 16-minute budget) and
 # `make test` (everything, as CI runs it); both install into .venv. `make demo-full` is the longer
-# profile (73 min on a quiet 2-core Xeon, <= 75). `make test-fast` leaves out the `slow` tests, those that train, fine-tune
+# profile (73 min on a quiet 2-core Xeon, 52 min on a 2-core AMD EPYC; <= 75). `make test-fast` leaves out the `slow` tests, those that train, fine-tune
 # or convert a model (tests/conftest.py SLOW_FIXTURES and @pytest.mark.slow). Both run on JOBS pytest-xdist
 # workers, a whole test file to a worker (tests/conftest.py); `make test JOBS=0` runs in one process.
 PY ?= python3

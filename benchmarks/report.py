@@ -61,7 +61,7 @@ def variant_lines(run: Path, base_val: float | None) -> list[str]:
     control = None if control_comp is None else control_comp.get("val_iou_after")
     base = "unknown" if base_val is None else f"{base_val:.4f}"
     lines = ["", f"Variants (val IoU; trained model {base}; the dense control {CONTROL_VARIANT} is fine-tuned as "
-             "long as the longest variant):", "",
+             "long as the longest variant, at the rate the trained model's weights were trained at):", "",
              "| variant | GMAC | fine-tune epochs | val IoU | drop vs trained | drop vs dense control |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in rows:
         vs = "—"

@@ -60,7 +60,8 @@ class DemoConfig:
 # 16 epochs (3 min) and the same 8 filters on whole 192×128 frames 0.611 in 100 epochs; 8-channel
 # layers run twice as fast as 6-channel ones on oneDNN.
 # `--profile full` (`make demo-full`): twice the scenes, 250 epochs, the variants that carry the
-# targets plus plain 50 % pruning, and the dense control (73 min of pipeline on a quiet 2-core Xeon, 2026-12-01; <= 75).
+# targets plus plain 50 % pruning, and the dense control (73 min of pipeline on a quiet 2-core Xeon, 2026-12-01;
+# 51 min 48 s with the install on a 2-core AMD EPYC, 2026-12-04; <= 75).
 # Both profiles deploy a rover's operating point ("rocks-f2": the val threshold with the best object-level
 # F2 of rocks found and blobs right). Read off val: on demo 4's model it picks 0.35 instead of the IoU
 # rule's 0.7 (test: found 0.924 -> 0.950, IoU 0.674 -> 0.663, right 0.989 -> 0.978); on the full
@@ -392,13 +393,11 @@ def _read_json(path: Path) -> dict:
 
 def _median_epoch_s(run: Path) -> float | None:
     """Median seconds of the base model's training epochs (validation included), from history.csv."""
-    import csv
     import statistics
 
-    path = run / "history.csv"
-    if not path.exists():
-        return None
-    seconds = [float(r["seconds"]) for r in csv.DictReader(path.open()) if r.get("seconds")]
+    from lunarseg.train.history import positive_number, read_history
+
+    seconds = [s for s in (positive_number(r.get("seconds")) for r in read_history(run)) if s]
     return statistics.median(seconds) if seconds else None
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from lunarseg.runtime import preprocess
 from lunarseg.runtime.errors import ModelFileError, one_line, unknown_key
 from lunarseg.runtime.metadata import ModelMeta, read_onnx_metadata_map, read_tflite_metadata
 
@@ -54,6 +55,16 @@ class Backend:
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         """The engine's input tensor for float32 `x` (float engines: contiguous float32)."""
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def pixel_table(self) -> np.ndarray | None:
+        """For an engine that takes quantized input: its input value for each uint8 pixel 0–255, i.e.
+        normalisation and quantization as one lookup, value for value what `run` makes of
+        preprocess.normalise. None for float engines, which take the normalised float32."""
+        return None
+
+    def run_engine_input(self, xin: np.ndarray) -> np.ndarray:
+        """float32 probabilities N×H×W×K from a tensor already in the engine's input type (pixel_table)."""
+        return self.dequantize(self._invoke(xin))
 
     def _invoke(self, xin: np.ndarray):
         """The engine alone on a tensor from `_prepare`: its raw output."""
@@ -202,11 +213,25 @@ class LiteRTBackend(Backend):
         """Resize a dynamic batch to x's, and quantize x where the input tensor is int8/uint8."""
         if self.dynamic_batch:
             self._resize(x.shape[0])
+        return self._quantize(x)
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
         if self.in_q is None:
             return np.ascontiguousarray(x, dtype=np.float32)
         scale, zero = self.in_q
         info = np.iinfo(self.inp["dtype"])
         return np.clip(np.rint(x / np.float32(scale)) + zero, info.min, info.max).astype(self.inp["dtype"])
+
+    def pixel_table(self) -> np.ndarray | None:
+        if self.in_q is None:
+            return None
+        pixels = np.arange(256, dtype=np.uint8)[:, None]
+        return self._quantize(preprocess.normalise(pixels, self.meta)).reshape(256)
+
+    def run_engine_input(self, xin: np.ndarray) -> np.ndarray:
+        if self.dynamic_batch:
+            self._resize(xin.shape[0])
+        return super().run_engine_input(xin)
 
     def _invoke(self, xin: np.ndarray) -> np.ndarray:
         self.interp.set_tensor(self.inp["index"], xin)

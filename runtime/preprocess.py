@@ -4,6 +4,8 @@ and the benchmarks alike, so that all of them see the same pixels.
 Pre-processing:  frame (uint8 H×W or H×W×3) → model colour mode (Pillow convert('L') for gray
                  models) → Pillow antialiased bilinear resize to the model input
                  (imageio.to_model_pixels) → float32 `pixel * normalisation.scale + offset`, H'×W'×C.
+                 An engine with quantized input gets the same values quantized, by a 256-entry lookup
+                 (Backend.pixel_table): with scale 1/255 and zero 0 that is the pixels themselves.
                  Tiled inference (full resolution) skips the resize: to_model_colour + normalise.
 Post-processing: probabilities H×W×K → class indices (sigmoid: `p > threshold`; softmax: argmax)
                  → nearest-neighbour resize back to the frame's size.
@@ -14,7 +16,7 @@ import numpy as np
 
 from lunarseg.runtime import imageio
 
-__all__ = ["to_model_colour", "normalise", "prepare", "probs_to_classes", "mask_to_frame_size",
+__all__ = ["to_model_colour", "normalise", "model_pixels", "prepare", "probs_to_classes", "mask_to_frame_size",
            "display_values", "rock_classes"]
 
 
@@ -46,10 +48,14 @@ def normalise(frame_model_colour: np.ndarray, meta, out: np.ndarray | None = Non
     return out
 
 
+def model_pixels(frame: np.ndarray, meta) -> np.ndarray:
+    """uint8 H'×W' (gray) or H'×W'×3 (rgb): the frame in the model's colour mode and at its size."""
+    return imageio.to_model_pixels(_as_uint8(frame), (meta.height, meta.width), meta.colour_mode)
+
+
 def prepare(frame: np.ndarray, meta, out: np.ndarray | None = None) -> np.ndarray:
     """float32 H'×W'×C model input from a uint8 frame (H×W or H×W×3) of any size."""
-    arr = imageio.to_model_pixels(_as_uint8(frame), (meta.height, meta.width), meta.colour_mode)
-    return normalise(arr, meta, out=out)
+    return normalise(model_pixels(frame, meta), meta, out=out)
 
 
 def probs_to_classes(probs: np.ndarray, meta) -> np.ndarray:

@@ -61,6 +61,13 @@ class Segmenter:
         m = self.meta
         self._in_buf = np.empty((1, m.height, m.width, m.channels), dtype=np.float32)
         self._rock = preprocess.rock_classes(m)
+        # An engine with quantized input takes the model-size pixels through one lookup (exactly what
+        # normalising and quantizing would give), or as they are when that lookup is the identity.
+        self._table = backend.pixel_table()
+        self._table_is_identity = (self._table is not None and self._table.dtype == np.uint8
+                                   and np.array_equal(self._table, np.arange(256)))
+        if self._table is not None:
+            self._q_buf = np.empty(self._in_buf.shape, dtype=self._table.dtype)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int = 1, backend: str = "auto") -> "Segmenter":
@@ -132,6 +139,14 @@ class Segmenter:
             acc /= count
         return acc[:h, :w], (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
+    def _engine_input(self, frame: np.ndarray) -> np.ndarray:
+        """The 1×H'×W'×C model input for a frame: normalised float32, or the engine's quantized input
+        type by pixel_table (the model-size pixels themselves when it is the identity)."""
+        if self._table is None:
+            return preprocess.prepare(frame, self.meta, out=self._in_buf[0])[None]
+        pixels = preprocess.model_pixels(frame, self.meta).reshape(self._q_buf.shape)
+        return pixels if self._table_is_identity else np.take(self._table, pixels, out=self._q_buf)
+
     def segment(self, frame_or_path, tile: bool = False, *, max_pixels: int = imageio.DEFAULT_MAX_PIXELS,
                 keep_frame: bool = False, frame_mask: bool = True, with_stats: bool = True) -> SegmentResult:
         """Class mask at the frame's own size, rock statistics and timings for one frame.
@@ -151,9 +166,9 @@ class Segmenter:
             classes = preprocess.probs_to_classes(probs, self.meta)
             st = stats.rock_stats(classes, self._rock, self.meta.class_names) if with_stats else None
         else:
-            preprocess.prepare(frame, self.meta, out=self._in_buf[0])
+            engine_input = self._engine_input(frame)
             t2 = time.perf_counter()
-            probs = self.predict(self._in_buf)
+            probs = self.backend.run_engine_input(engine_input) if self._table is not None else self.predict(engine_input)
             t3 = time.perf_counter()
             pre_ms, infer_ms = (t2 - t1) * 1e3, (t3 - t2) * 1e3
             small = preprocess.probs_to_classes(probs[0], self.meta)

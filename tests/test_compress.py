@@ -1,6 +1,7 @@
 """Compression rules on a tiny trained model: sparsity reached (the frequency trap), no wrappers left,
 QAT/PQAT convert to TFLite, PQAT keeps the zeros, the report lists every variant, bad inputs."""
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -307,14 +308,15 @@ def test_distilled_dense_fine_tune_learns_from_the_trained_model_not_from_itself
     assert any(not np.array_equal(a, b) for a, b in zip(student.get_weights(), trained.get_weights()))
 
 
-def test_the_dense_control_continues_at_the_rate_the_parents_training_ended_at(run, monkeypatch):
-    """continue_rate: the fine-tune's optimizer gets the last `lr` of the parent's history.csv, constant,
-    and the summary records that rate instead of the config's default."""
+def test_the_dense_control_continues_at_the_rate_the_parents_weights_were_trained_at(run, monkeypatch):
+    """continue_rate: the fine-tune's optimizer gets the `lr` of the parent's best epoch (meta.json) in
+    its history.csv, constant, and the summary records that rate instead of the config's default."""
     import csv
 
     import lunarseg.train.compress as compress_module
 
-    last = float(list(csv.DictReader((run / "history.csv").open()))[-1]["lr"])
+    best = json.loads((run / "meta.json").read_text())["extra"]["best_epoch"]
+    last = float(next(r for r in csv.DictReader((run / "history.csv").open()) if int(r["epoch"]) == best)["lr"])
     rates, real = [], compress_module._compile
     monkeypatch.setattr(compress_module, "_compile", lambda model, tcfg, lr, distill=0.0: rates.append(lr) or real(model, tcfg, lr, distill))
     _, summary = make(run, sparsity=0.0, continue_rate=True, name="dense-continued")
@@ -334,6 +336,18 @@ def test_a_run_without_a_training_history_fine_tunes_at_the_configured_rate(tmp_
     for bad in ("abc", "0", "inf", ""):  # an unreadable last rate: the configured one
         (tmp_path / "history.csv").write_text(f"epoch,lr\n1,0.01\n2,{bad}\n")
         assert continued(cfg, tmp_path / "model.keras") == cfg, bad
+
+
+def test_the_control_continues_at_the_rate_of_the_epoch_whose_weights_the_parent_keeps(tmp_path):
+    """model.keras holds the best epoch's weights, so the rate of that epoch, not of the last one; an
+    epoch the history does not have falls back to the last row."""
+    from lunarseg.train.compress import continued
+
+    cfg = CompressConfig(sparsity=0.0, continue_rate=True, learning_rate=2e-3)
+    (tmp_path / "history.csv").write_text("epoch,lr,val_iou\n1,0.01,0.3\n2,0.005,0.6\n3,0.0004,0.5\n")
+    assert continued(cfg, tmp_path / "model.keras", best_epoch=2).learning_rate == 0.005
+    assert continued(cfg, tmp_path / "model.keras", best_epoch=9).learning_rate == 0.0004
+    assert continued(cfg, tmp_path / "model.keras", best_epoch=None).learning_rate == 0.0004
 
 
 def test_compress_all_continues_the_control_at_the_parents_rate_unless_a_rate_is_given(tmp_path):

@@ -51,7 +51,8 @@ def assert_gate_holds(results, selection, limit):
     worst = max(ok, key=lambda r: r["iou_drop"])
     assert worst["iou_drop"] > 0, "no compressed artifact of the quick demo lost any IoU"
     tight = _violations(rows, Limits(max_iou_drop=worst["iou_drop"] / 2), threads)
-    assert any(v.startswith(f"LIMIT {worst['variant']}/{worst['format']} ") for v in tight)
+    assert any(v.startswith(f"LIMIT {worst['variant']}/{worst['format']} on {worst['engine']} (threads={threads})")
+               for v in tight)
     deployed = [r for r in rows if (r["variant"], r["format"], r["engine"])
                 == (selection["variant"], selection["format"], selection["engine"])]
     assert len(deployed) == 1 and deployed[0]["iou_drop"] <= limit and selection["max_iou_drop"] == limit

@@ -263,3 +263,36 @@ def test_planner_options_skip_the_frame_mask_or_the_stats_and_keep_the_model_siz
     assert np.array_equal(preprocess.mask_to_frame_size(lean.model_classes, (70, 90)), full.classes)
     bare = seg.segment(frame, with_stats=False)
     assert bare.stats is None and np.array_equal(bare.classes, full.classes)
+
+
+def test_float_engines_take_normalised_pixels_and_quantized_ones_a_lookup_of_every_pixel_value(segs):
+    """pixel_table: the quantized engine input of each pixel value 0–255, exactly what normalising and
+    quantizing the pixel gives; a float engine has none."""
+    for name in ("bin.onnx", "bin.tflite", "cls4.tflite"):
+        assert segs[name].backend.pixel_table() is None, name
+    seg = segs["bin_int8.tflite"]
+    table = seg.backend.pixel_table()
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    assert table.dtype == seg.backend.inp["dtype"] and table.shape == (256,)
+    scale, zero = seg.backend.in_q
+    np.testing.assert_array_equal(table.reshape(pixels.shape),
+                                  np.clip(np.rint(pixels * np.float32(1 / 255) / np.float32(scale)) + zero, 0, 255))
+
+
+@pytest.mark.parametrize("in_q", [None, (0.8 / 255, 3)], ids=["model's own (identity lookup)", "other scale and zero"])
+def test_a_quantized_input_engine_segments_exactly_as_normalise_then_quantize_would(models, in_q):
+    """The lookup path (segment) and the float path (prepare → predict) give the same masks,
+    whether the lookup is the identity (the model's scale is 1/255, zero 0) or not."""
+    seg = Segmenter.from_file(models["bin_int8.tflite"])
+    if in_q is not None:
+        seg.backend.in_q = in_q
+        seg = Segmenter(seg.backend, seg.path)
+    assert seg._table_is_identity == (in_q is None)
+    for seed, shape in ((21, (70, 90, 3)), (22, (32, 32)), (23, (120, 40))):
+        frame = _frame(*shape[:2], *shape[2:], seed=seed)
+        probs = seg.predict(preprocess.prepare(frame, seg.meta)[None])[0]
+        want = preprocess.probs_to_classes(probs, seg.meta)
+        got = seg.segment(frame)
+        np.testing.assert_array_equal(got.model_classes, want)
+        np.testing.assert_array_equal(got.classes, preprocess.mask_to_frame_size(want, frame.shape[:2]))
+        assert want.any() and not want.all(), "the mask should hold both classes"

@@ -95,7 +95,7 @@ def _register_compress(sub) -> None:
     c.add_argument("--lr-schedule", default=None, help="constant | cosine, of the slim/prune phase (default: constant; "
                    "with --all each variant's own: cosine for pruned75, slim50 and slim40)")
     c.add_argument("--continue-rate", action="store_true", help="fine-tune at the constant rate the trained "
-                   "model's training ended at (its history.csv's last lr), as the dense control dense-ft does; "
+                   "model's weights were trained at (its best epoch's lr in history.csv), as the dense control dense-ft does; "
                    "--lr when the run has no history")
     c.add_argument("--distill", type=float, default=None,
                    help="knowledge distillation from the trained model: weight of its soft targets (0 = off; "

@@ -3,7 +3,6 @@ weight clustering, quantization-aware training and its pruning-preserving form. 
 quantization happens at export."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -27,6 +26,7 @@ from lunarseg.train import distill as distillation
 from lunarseg.train.config import TrainConfig
 from lunarseg.train.data import SplitArrays, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
+from lunarseg.train.history import rate_at_epoch, read_history
 from lunarseg.train.model import count_macs
 from lunarseg.train.schedules import schedule
 from lunarseg.train.slim import recalibrate_batchnorm, slim_check, slim_unet
@@ -70,8 +70,9 @@ class CompressConfig:
     learning_rate: float = 1e-3
     # Of the slim / prune / finetune phase: "cosine" decays to 5 % over its epochs.
     lr_schedule: str = "constant"
-    # True: fine-tune at the constant rate the trained model's own schedule ended at (its history's last
-    # lr; learning_rate when the run has none, e.g. an imported model): training continued, not restarted.
+    # True: fine-tune at the constant rate the trained model's weights were trained at (the lr of its best
+    # epoch in its history, else the last; learning_rate when the run has none, e.g. an imported model):
+    # training continued, not restarted.
     continue_rate: bool = False
     # > 0: knowledge distillation from the trained model (train/distill.py), this weight on its soft targets.
     # Off by default: at 1.0 over 4 epochs on the demo model it lost more val IoU than plain fine-tuning
@@ -376,24 +377,16 @@ def applicable(run_dir: str | Path, configs: list[CompressConfig]) -> tuple[list
     return keep, skipped
 
 
-def final_training_rate(model_path: Path) -> float | None:
-    """The learning rate the trained model's schedule ended at: the last `lr` in the history.csv beside
-    it; None when there is none (an imported model, a run trained elsewhere)."""
-    history = Path(model_path).parent / "history.csv"
-    if not history.exists():
-        return None
-    with history.open(newline="") as f:
-        last = next(reversed(list(csv.DictReader(f))), {}).get("lr")
-    try:
-        rate = float(last)
-    except (TypeError, ValueError):
-        return None
-    return rate if math.isfinite(rate) and rate > 0 else None
+def parent_training_rate(model_path: Path, best_epoch: int | None) -> float | None:
+    """The learning rate the parent's weights were trained at: that of its best epoch (the one
+    model.keras keeps) in the history.csv beside it, else of the last epoch; None when there is none
+    (an imported model, a run trained elsewhere) or it is unreadable."""
+    return rate_at_epoch(read_history(Path(model_path).parent), best_epoch)
 
 
-def continued(cfg: CompressConfig, model_path: Path) -> CompressConfig:
-    """A continue_rate variant with its rate resolved (constant, the parent's last); others unchanged."""
-    rate = final_training_rate(model_path) if cfg.continue_rate else None
+def continued(cfg: CompressConfig, model_path: Path, best_epoch: int | None = None) -> CompressConfig:
+    """A continue_rate variant with its rate resolved (constant, the parent's); others unchanged."""
+    rate = parent_training_rate(model_path, best_epoch) if cfg.continue_rate else None
     return dataclasses.replace(cfg, learning_rate=rate, lr_schedule="constant") if rate else cfg
 
 
@@ -595,7 +588,7 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
     """
     cfg.validate()
     model_path, meta = checkpoint.resolve_model(run_dir)
-    cfg = continued(cfg, model_path)
+    cfg = continued(cfg, model_path, meta.extra.get("best_epoch"))
     tcfg = fine_tune_recipe(meta, cfg)
     train_arrays, val_arrays = fine_tune_arrays(meta, cfg, data_dir, train_arrays, val_arrays)
     out = Path(model_path).parent / "compressed" / cfg.variant

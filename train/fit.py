@@ -2,7 +2,6 @@
 NaN guard, TensorBoard logs, history.csv, curves.png, a threshold chosen on validation data."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -24,6 +23,7 @@ from lunarseg.runtime.masks import class_names
 from lunarseg.runtime.metadata import ModelMeta
 from lunarseg.train import checkpoint, forward, losses, schedules
 from lunarseg.train.config import TrainConfig
+from lunarseg.train.history import HISTORY_FILE, write_history
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
 from lunarseg.train.model import at_input_size, build_unet, count_macs
@@ -47,7 +47,7 @@ class RunPaths:
     @property
     def state(self) -> Path: return self.root / "checkpoints" / "state.json"
     @property
-    def history(self) -> Path: return self.root / "history.csv"
+    def history(self) -> Path: return self.root / HISTORY_FILE
     @property
     def curves(self) -> Path: return self.root / "curves.png"
     @property
@@ -147,18 +147,9 @@ class RunKeeper(keras.callbacks.Callback):
         if self.diverged_at is None and self.state["epoch"] > self.flushed_epoch:
             checkpoint.save_model(self.model, self.paths.last, include_optimizer=True)
             atomic.write_json(self.paths.state, self.state)
-            _write_history(self.paths.history, self.state["history"])
+            write_history(self.paths.history, self.state["history"])
             self.flushed_epoch = self.state["epoch"]
         self._flushed_at = time.perf_counter()
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
