@@ -62,8 +62,9 @@ class Segmenter:
         self._in_buf = np.empty((1, m.height, m.width, m.channels), dtype=np.float32)
         self._rock = preprocess.rock_classes(m)
         # An engine with quantized input takes the model-size pixels through one lookup (exactly what
-        # normalising and quantizing would give), or as they are when that lookup is the identity.
-        self._table = backend.pixel_table()
+        # normalising and quantizing would give), or as they are when that lookup is the identity. A
+        # file with a fixed batch > 1 keeps the float path, where predict pads the batch.
+        self._table = backend.pixel_table() if backend.batch in (None, 1) else None
         self._table_is_identity = (self._table is not None and self._table.dtype == np.uint8
                                    and np.array_equal(self._table, np.arange(256)))
         if self._table is not None:

@@ -296,3 +296,10 @@ def test_a_quantized_input_engine_segments_exactly_as_normalise_then_quantize_wo
         np.testing.assert_array_equal(got.model_classes, want)
         np.testing.assert_array_equal(got.classes, preprocess.mask_to_frame_size(want, frame.shape[:2]))
         assert want.any() and not want.all(), "the mask should hold both classes"
+
+
+def test_a_file_with_a_fixed_batch_above_one_keeps_the_float_path_that_pads_its_batch(models):
+    backend = Segmenter.from_file(models["bin_int8.tflite"]).backend
+    assert Segmenter(backend, "x.tflite")._table is not None
+    backend.batch = 3
+    assert Segmenter(backend, "x.tflite")._table is None
