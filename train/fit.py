@@ -23,9 +23,9 @@ from lunarseg.runtime.masks import class_names
 from lunarseg.runtime.metadata import ModelMeta
 from lunarseg.train import checkpoint, forward, losses, schedules
 from lunarseg.train.config import TrainConfig
-from lunarseg.train.history import HISTORY_FILE, write_history
 from lunarseg.train.data import SplitArrays, dataset_fingerprint, load_split
 from lunarseg.train.evaluate import choose_threshold, score_arrays
+from lunarseg.train.history import HISTORY_FILE, write_history
 from lunarseg.train.model import at_input_size, build_unet, count_macs
 from lunarseg.train.tf_input import NORMALISATION, make_dataset, normalise, steps_for
 
