@@ -78,6 +78,9 @@ class VariantWork:
     cost: float = 1.0
     cluster_epochs: int = 0
     min_epochs: int = 1
+    # The variant whose finished model this one starts from (compress.continues_from: pruned50-c8 after
+    # pruned50): its own fine-tune epochs then cost nothing, only its clustering epochs do.
+    continues: str = ""
 
     def __post_init__(self):
         if not 1 <= self.min_epochs <= self.epochs:
@@ -94,9 +97,11 @@ class DemoPlan:
     variant_epochs: dict[str, tuple[int, int]] = field(default_factory=dict)
     estimate_s: dict[str, float] = field(default_factory=dict)
     over_budget: bool = False
+    continued: dict[str, str] = field(default_factory=dict)  # variant -> the finished variant it starts from
 
     def describe(self) -> str:
-        parts = ", ".join(f"{k} {e}" + (f"+{c} cluster" if c else "") for k, (e, c) in self.variant_epochs.items())
+        parts = ", ".join(f"{k} " + (f"{self.continued[k]}'s {e}" if k in self.continued else f"{e}")
+                          + (f"+{c} cluster" if c else "") for k, (e, c) in self.variant_epochs.items())
         est = " + ".join(f"{k} {v:.0f}" for k, v in self.estimate_s.items())
         train = f"train {self.train_epochs} epochs" if self.train_epochs else "base model trained"
         return (f"measured {self.images_per_s:.2f} training images/s → {train}; "
@@ -127,8 +132,11 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
     train_epoch = costs.epoch_s(train_frames, val_frames, images_per_s, train_share, training=True)
 
     over = costs.overhead_epochs * epoch
+    taken_over = _continuing(variants)
 
     def variant_s(v: VariantWork, e: int, c: int) -> float:
+        if v.name in taken_over:  # its first phase is the finished variant's: only the clustering runs
+            return c * epoch + over
         return (e * v.cost + c) * epoch + over * (2 if c else 1)
 
     least = sum(variant_s(v, v.min_epochs, 1 if v.cluster_epochs else 0) for v in variants)
@@ -142,7 +150,8 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
 
     # Everyone gets its minimum; the time beyond that is shared in proportion to the epochs each
     # variant would run by default beyond it.
-    more = sum((v.epochs - v.min_epochs) * v.cost * epoch + max(0, v.cluster_epochs - 1) * epoch for v in variants)
+    more = sum((v.epochs - v.min_epochs) * v.cost * epoch * (v.name not in taken_over)
+               + max(0, v.cluster_epochs - 1) * epoch for v in variants)
     scale = min(1.0, max(0.0, left - least) / more) if more else 0.0
     chosen = {v.name: (v.min_epochs + math.floor((v.epochs - v.min_epochs) * scale),
                        1 + math.floor((v.cluster_epochs - 1) * scale) if v.cluster_epochs else 0) for v in variants}
@@ -150,4 +159,12 @@ def plan_demo(*, budget_s: float, elapsed_s: float, images_per_s: float, train_f
     estimate = {"so far": elapsed_s, "train": train_s, "compress": compress_s, "evaluate+export+bench": fixed}
     return DemoPlan(images_per_s=images_per_s, train_epochs=train_epochs, variant_epochs=chosen,
                     estimate_s={k: round(v, 1) for k, v in estimate.items()},
-                    over_budget=sum(estimate.values()) > budget_s)
+                    over_budget=sum(estimate.values()) > budget_s,
+                    continued={v.name: v.continues for v in variants if v.name in taken_over})
+
+
+def _continuing(variants: list[VariantWork]) -> set[str]:
+    """The variants whose first phase is free: the variant they continue is planned too, with the same
+    epochs, minimum and cost, so the plan gives both the same epochs and the work is done once."""
+    shape = {v.name: (v.epochs, v.min_epochs, v.cost) for v in variants}
+    return {v.name for v in variants if v.continues in shape and shape[v.continues] == (v.epochs, v.min_epochs, v.cost)}

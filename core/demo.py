@@ -373,6 +373,18 @@ def _as_long_as_the_longest(work, all_work: list):
                        min_epochs=longest.min_epochs + (1 if longest.cluster_epochs else 0))
 
 
+def _continued_variant(v, variants: list, cfg: DemoConfig) -> str:
+    """The earlier variant in `variants` whose finished model `v` will start from (compress's own rule,
+    at the epochs the demo gives both), else ""."""
+    from lunarseg.train.compress import continues_from
+
+    def as_run(c):
+        return replace(c, epochs=cfg.compress_epochs or c.epochs, batch_size=cfg.batch_size)
+
+    earlier = variants[:variants.index(v)]
+    return next((o.variant for o in earlier if continues_from(as_run(v), as_run(o))), "")
+
+
 def demo_variants(cfg: DemoConfig) -> list:
     """The compression variants the profile makes, in DEFAULT_VARIANTS order; unknown names are refused."""
     from lunarseg.runtime.errors import unknown_key
@@ -428,7 +440,8 @@ def _plan(cfg: DemoConfig, tcfg, data: Path, variants: list, clock: StageClock, 
         epochs = cfg.compress_epochs or v.epochs
         work.append(VariantWork(v.variant, epochs, cost=min(1.0, max(0.5, v.width)),
                                 cluster_epochs=cfg.cluster_epochs if v.clusters else 0,
-                                min_epochs=min(epochs, cfg.min_variant_epochs.get(v.variant, 1))))
+                                min_epochs=min(epochs, cfg.min_variant_epochs.get(v.variant, 1)),
+                                continues=_continued_variant(v, variants, cfg)))
     work = [_as_long_as_the_longest(w, work) for w in work]
     artifacts = len(resolve_formats(cfg.formats)) + len(variants) * len(resolve_formats(cfg.variant_formats))
     # The elapsed time is read after the probe: its seconds count against the budget too.

@@ -164,3 +164,26 @@ def test_a_measured_training_epoch_gives_the_rate_whose_plan_takes_that_long(epo
     costs = StageCosts()
     rate = costs.rate_from_training_epoch(epoch_s, 160, 19, 0.25)
     assert costs.epoch_s(160, 19, rate, 0.25, training=True) == pytest.approx(epoch_s)
+
+
+def _with_continued_c8(c8_epochs=4):
+    return [VariantWork("pruned50", 4, min_epochs=3),
+            VariantWork("pruned50-c8", c8_epochs, cluster_epochs=2, min_epochs=3, continues="pruned50"),
+            VariantWork("dense-ft", 6, min_epochs=4)]
+
+
+def test_a_variant_that_continues_a_finished_one_is_budgeted_its_clustering_alone_and_training_gets_the_rest():
+    alone = [VariantWork(v.name, v.epochs, cluster_epochs=v.cluster_epochs, min_epochs=v.min_epochs)
+             for v in _with_continued_c8()]
+    kw = dict(budget_min=16.0, max_train_epochs=400, train_share=0.25)
+    shared, separate = plan(13.0, variants=_with_continued_c8(), **kw), plan(13.0, variants=alone, **kw)
+    assert shared.continued == {"pruned50-c8": "pruned50"} and separate.continued == {}
+    assert shared.variant_epochs["pruned50-c8"][0] == shared.variant_epochs["pruned50"][0]
+    assert shared.estimate_s["compress"] < separate.estimate_s["compress"]
+    assert shared.train_epochs > separate.train_epochs
+    assert "pruned50-c8 pruned50's 4+2 cluster" in shared.describe()
+
+
+def test_a_continuation_planned_with_other_epochs_than_its_source_pays_for_its_own():
+    p = plan(13.0, variants=_with_continued_c8(c8_epochs=5), max_train_epochs=400, train_share=0.25)
+    assert p.continued == {}

@@ -504,3 +504,75 @@ def test_variants_record_their_val_frame_counts_and_the_report_shows_each_drops_
     lo, hi = variant["iou_drop_ci"]
     assert lo <= hi and len(variant["frame_rock_counts"]) == len(VA.x) == len(rows[0]["frame_rock_counts"])
     assert f"| {variant['iou_drop']:+.4f} [{lo:+.4f}, {hi:+.4f}] |" in format_report(rows)
+
+
+# ---- a variant that begins with a finished variant's phases starts from its model ------------------
+
+@pytest.mark.parametrize("cfg,other,expected", [
+    (CompressConfig(sparsity=0.5, clusters=8), CompressConfig(sparsity=0.5), True),
+    (CompressConfig(sparsity=0.5, qat=True, preserve_sparsity=True), CompressConfig(sparsity=0.5), True),
+    (CompressConfig(width=0.4, sparsity=0.0, clusters=8), CompressConfig(width=0.4, sparsity=0.0, name="slim40"), True),
+    (CompressConfig(sparsity=0.5, clusters=8, epochs=3), CompressConfig(sparsity=0.5), False),  # other epochs
+    (CompressConfig(sparsity=0.5, clusters=8, learning_rate=3e-3), CompressConfig(sparsity=0.5), False),
+    (CompressConfig(sparsity=0.5), CompressConfig(sparsity=0.5, clusters=8), False),  # the longer one first
+    (CompressConfig(sparsity=0.5, name="b"), CompressConfig(sparsity=0.5, name="a"), False),  # the same phases
+    (CompressConfig(sparsity=0.0, qat=True), CompressConfig(sparsity=0.0, name="dense-ft"), False),  # finetune is no prefix of qat
+])
+def test_a_variant_continues_another_only_when_it_begins_with_its_phases_at_the_same_settings(cfg, other, expected):
+    from lunarseg.train.compress import continues_from
+
+    assert continues_from(cfg, other) is expected
+
+
+@pytest.fixture(scope="module")
+def pruned_source(run):
+    """A finished 50 % pruned variant (2 epochs) for the continuations below to start from."""
+    return make(run, sparsity=0.5, name="p-source")[1]
+
+
+@pytest.fixture
+def no_pruning(monkeypatch):
+    """A prune phase that fails when it runs: a variant that took pruning over from a finished one passes."""
+    from lunarseg.train import compress as compress_module
+
+    def boom(s):
+        raise AssertionError("the prune phase ran again")
+
+    monkeypatch.setitem(compress_module.PHASES, "prune",
+                        dataclasses.replace(compress_module.PHASES["prune"], run=boom))
+
+
+def test_clustering_starts_from_the_finished_pruned_variant_instead_of_pruning_again(run, pruned_source, no_pruning):
+    cfg = CompressConfig(sparsity=0.5, epochs=2, qat_epochs=1, batch_size=8, clusters=4, cluster_epochs=1, name="c4-after")
+    summary = compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0)
+    source = json.loads((run / "compressed" / summary["continued_from"] / "meta.json").read_text())["extra"]["compress"]
+    assert (source["config"]["sparsity"], source["config"]["epochs"], source["config"]["clusters"]) == (0.5, 2, 0)
+    assert [(e["phase"], e["epoch"]) for e in summary["epochs_run"]] == [("prune", 1), ("prune", 2), ("cluster", 1)]
+    assert summary["max_distinct_per_channel"] <= 4 and summary["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert f"c4-after started from the finished {summary['continued_from']}" in format_report(report_rows(run))
+
+
+def test_without_reuse_or_on_other_data_a_variant_runs_every_phase_itself(run, pruned_source, no_pruning):
+    cfg = CompressConfig(sparsity=0.5, epochs=2, qat_epochs=1, batch_size=8, clusters=4, cluster_epochs=1, name="c4-own")
+    with pytest.raises(AssertionError, match="the prune phase ran again"):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, reuse=False)
+    with pytest.raises(AssertionError, match="the prune phase ran again"):
+        compress(run, cfg, train_arrays=TR, val_arrays=blobs(8, seed=2), verbose=0, force=True)
+
+
+def test_a_continued_variant_interrupted_in_its_own_phase_resumes_with_the_epochs_it_took_over(run, pruned_source):
+    cfg = CompressConfig(sparsity=0.5, epochs=2, batch_size=8, clusters=4, cluster_epochs=2, name="c4-resume")
+    with pytest.raises(KeyboardInterrupt):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, callbacks=[StopAfterEpochs(1)])
+    assert (_state(run, "c4-resume")["phase"], _state(run, "c4-resume")["epoch"]) == ("cluster", 1)
+    summary = compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, resume=True)
+    assert summary["continued_from"]
+    assert [(e["phase"], e["epoch"]) for e in summary["epochs_run"]] == [("prune", 1), ("prune", 2), ("cluster", 1), ("cluster", 2)]
+
+
+def test_the_budget_demo_plans_its_clustered_variant_as_a_continuation_of_pruned50():
+    from lunarseg.demo import BUDGET, _continued_variant, demo_variants
+
+    variants = demo_variants(BUDGET)
+    assert {v.variant: _continued_variant(v, variants, BUDGET) for v in variants} == {
+        "pruned50": "", "pruned50-c8": "pruned50", "dense-ft": ""}

@@ -108,6 +108,9 @@ def _register_compress(sub) -> None:
     c.add_argument("--force", action="store_true", help="start over: remake existing variants (--all) and drop "
                    "an interrupted fine-tune's checkpoints")
     c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")
+    c.add_argument("--no-reuse", dest="reuse", action="store_false", help="run every phase of a variant even when a "
+                   "finished variant of the same run and data ran its first phases with the same settings (by default "
+                   "pruned50-c8 and pruned50-pqat start from a finished pruned50)")
     c.add_argument("--report", action="store_true", help="only print the table of existing variants")
     c.set_defaults(func=_compress)
 
@@ -259,6 +262,7 @@ def _make_variants(args) -> None:
     for cfg in configs:
         interrupted = (variants_root / cfg.variant / "checkpoints" / "state.json").exists()
         resume = args.resume and (interrupted or not args.all)
-        s = compress(args.run, cfg, data_dir=args.data, verbose=1, resume=resume, force=args.force)
+        s = compress(args.run, cfg, data_dir=args.data, verbose=1, resume=resume, force=args.force, reuse=args.reuse)
+        since = f" after {s['continued_from']}" if s.get("continued_from") else ""
         print(f"{s['variant']}: sparsity {s['sparsity']:.3f}, val IoU {s['val_iou_before']:.4f} -> "
-              f"{s['val_iou_after']:.4f} ({-s['iou_drop']:+.4f}), {s['seconds']} s")
+              f"{s['val_iou_after']:.4f} ({-s['iou_drop']:+.4f}), {s['seconds']} s{since}")

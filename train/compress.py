@@ -4,6 +4,7 @@ quantization happens at export."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
@@ -543,14 +545,75 @@ def phases_of(cfg: CompressConfig) -> list[str]:
     return [name for name, spec in PHASES.items() if spec.wanted(cfg)]
 
 
-def run_phases(s: FineTune) -> None:
-    """Every phase of the variant in order. On resume, those before the saved phase are done (their
-    result is in its checkpoint or stage file): only what later phases build on is rebuilt."""
+def run_phases(s: FineTune, start: int = 0) -> None:
+    """The variant's phases in order from `start` (those before it were taken over from a finished
+    variant). On resume, those before the saved phase are done (their result is in its checkpoint or
+    stage file): only what later phases build on is rebuilt."""
     order = phases_of(s.cfg)
-    resumed = order.index(s.saved["phase"]) if s.saved["phase"] in order else 0
-    for i, name in enumerate(order):
+    resumed = order.index(s.saved["phase"]) if s.saved["phase"] in order else start
+    for i, name in enumerate(order[start:], start):
         spec = PHASES[name]
         (spec.run if i >= resumed else spec.done)(s)
+
+
+# ---- starting where a finished variant ended ----------------------------------------------------
+
+# The settings of the phases that can follow another variant's (cluster, qat); every other setting
+# shapes the phases before them.
+LATER_PHASE_FIELDS = ("clusters", "cluster_epochs", "qat", "preserve_sparsity", "qat_epochs")
+
+
+def continues_from(cfg: CompressConfig, other: CompressConfig) -> bool:
+    """Whether variant `cfg` begins with exactly the phases variant `other` runs, with the same settings
+    (pruned50-c8 and pruned50-pqat after pruned50), so that it can start from other's finished model."""
+    mine, theirs = phases_of(cfg), phases_of(other)
+    if not theirs or len(theirs) >= len(mine) or mine[:len(theirs)] != theirs:
+        return False
+    return dataclasses.replace(cfg, name=other.name, **{f: getattr(other, f) for f in LATER_PHASE_FIELDS}) == other
+
+
+def data_fingerprint(train: SplitArrays, val: SplitArrays) -> str:
+    """sha256 of the fine-tuning frames and labels: which data a finished variant was tuned on."""
+    digest = hashlib.sha256()
+    for arr in (train.x, train.y, val.x, val.y):
+        digest.update(str((arr.dtype.str, arr.shape)).encode())
+        digest.update(np.ascontiguousarray(arr).data)
+    return digest.hexdigest()
+
+
+def finished_start(run_dir: Path, cfg: CompressConfig, parent_hash: str, data_hash: str) -> tuple[Path, CompressConfig] | None:
+    """The finished variant of the same parent and data whose phases `cfg` begins with (the longest such
+    run), as (its folder, its config); None when there is none."""
+    best = None
+    for folder in checkpoint.variant_dirs(run_dir):
+        summary = json.loads((folder / "meta.json").read_text()).get("extra", {}).get("compress") or {}
+        if folder.name == cfg.variant or (summary.get("parent_hash"), summary.get("data_sha256")) != (parent_hash, data_hash):
+            continue
+        try:
+            other = CompressConfig(**summary["config"])
+        except (KeyError, TypeError):  # written by another version of this module
+            continue
+        if continues_from(cfg, other) and (best is None or len(phases_of(other)) > len(phases_of(best[1]))):
+            best = (folder, other)
+    return best
+
+
+def _start_from_finished(s: FineTune, run_dir: Path, parent_hash: str, data_hash: str) -> int:
+    """Take over a finished variant's model when this one begins with its phases (identical work, not
+    run twice); the number of phases taken over (0: none). Its epochs join this variant's history."""
+    found = finished_start(run_dir, s.cfg, parent_hash, data_hash)
+    if found is None:
+        return 0
+    folder, other = found
+    taken = phases_of(other)
+    for name in taken:
+        PHASES[name].done(s)  # the architecture those phases leave (slimming narrows it)
+    s.model = checkpoint.load_model(checkpoint.model_file(folder))
+    summary = json.loads((folder / "meta.json").read_text())["extra"]["compress"]
+    s.saved.update(continued_from=folder.name, history=[dict(e) for e in summary.get("epochs_run", [])])
+    if s.verbose:
+        print(f"{s.cfg.variant}: starts from the finished {folder.name} ({' + '.join(taken)} phase(s) with the same settings)")
+    return len(taken)
 
 
 def fine_tune_arrays(meta, cfg: CompressConfig, data_dir, train_arrays: SplitArrays | None,
@@ -579,12 +642,13 @@ def _saved_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, *, resume: b
 
 def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path | None = None, verbose: int = 2,
              train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
-             resume: bool = False, force: bool = False, callbacks: list | None = None) -> dict:
+             resume: bool = False, force: bool = False, callbacks: list | None = None, reuse: bool = True) -> dict:
     """Make one variant under RUN/compressed/VARIANT/; returns its summary (also in meta.json).
 
     Fine-tuning runs in phases (PHASES: slim, prune or finetune, cluster, qat); each epoch is
     checkpointed, and `resume=True` continues an interrupted variant from its next epoch. `force`
-    starts over.
+    starts over. `reuse`: a variant that begins with a finished variant's phases (same parent, data and
+    settings) starts from its model instead of running them again.
     """
     cfg.validate()
     model_path, meta = checkpoint.resolve_model(run_dir)
@@ -603,13 +667,15 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
                  ckpt=out / "checkpoints", saved=saved, callbacks=list(callbacks or []), verbose=verbose,
                  t0=time.perf_counter() - saved["seconds"], model=parent, model_cfg=fine_tune_config(meta))
     s.ckpt.mkdir(parents=True, exist_ok=True)
-    run_phases(s)
-    return _save_variant(s, out, before, parent_hash)
+    data_hash = data_fingerprint(train_arrays, val_arrays)
+    fresh = saved["phase"] == "" and not saved["history"]
+    run_phases(s, _start_from_finished(s, out.parent.parent, parent_hash, data_hash) if reuse and fresh else 0)
+    return _save_variant(s, out, before, parent_hash, data_hash)
 
 
 # ---- the finished variant ---------------------------------------------------------------------------
 
-def _save_variant(s: FineTune, out: Path, before: dict, parent_hash: str) -> dict:
+def _save_variant(s: FineTune, out: Path, before: dict, parent_hash: str, data_hash: str) -> dict:
     """Score the variant on the validation frames at its own threshold, write its model and meta.json
     (with the summary), and drop its checkpoints: nothing is left to resume."""
     seconds = time.perf_counter() - s.t0
@@ -619,7 +685,7 @@ def _save_variant(s: FineTune, out: Path, before: dict, parent_hash: str) -> dic
     for stale in checkpoint.MODEL_FILES:
         (out / stale).unlink(missing_ok=True)
     checkpoint.save_model(s.model, variant_file)
-    summary = _summary(s, sparsity, before, after, parent_hash, seconds)
+    summary = {**_summary(s, sparsity, before, after, parent_hash, seconds), "data_sha256": data_hash}
     checkpoint.save_meta(variant_file, _variant_meta(s, summary, sparsity, threshold, after))
     shutil.rmtree(s.ckpt, ignore_errors=True)
     return summary
@@ -638,6 +704,7 @@ def _summary(s: FineTune, sparsity: dict, before: dict, after: dict, parent_hash
         "val_frame_rock_counts_before": before.get("frame_rock_counts"), "val_frame_rock_counts": after.get("frame_rock_counts"),
         "val_dice_after": after["dice"], "parent_hash": parent_hash, "seconds": round(seconds, 1),
         "epochs_run": [{"phase": r["phase"], "epoch": r["epoch"]} for r in s.saved["history"]],
+        "continued_from": s.saved.get("continued_from"),  # the finished variant whose phases it took over
         "clusters": cfg.clusters, "clustered_layers": s.clustered_layers,
         "max_distinct_per_channel": clustering.max_distinct_per_channel(model, s.clustered_layers) if cfg.clusters else None,
         "width": cfg.width, "filters": s.model_cfg.filters if s.meta.train_config else None,
@@ -682,7 +749,7 @@ def report_rows(run_dir: str | Path) -> list[dict]:
                      "gzip_bytes": len(gzip.compress(data, 9)), "val_iou": comp.get("val_iou_after", float("nan")),
                      "iou_drop": comp.get("iou_drop", float("nan")), "iou_drop_ci": comp.get("iou_drop_ci"),
                      "frame_rock_counts": comp.get("val_frame_rock_counts"), "qat": bool(vmeta["extra"].get("qat")),
-                     "macs": comp.get("macs", vmeta["extra"].get("macs"))})
+                     "macs": comp.get("macs", vmeta["extra"].get("macs")), "continued_from": comp.get("continued_from")})
     control = next((r for r in rows if r["variant"] == CONTROL), None)
     for r in rows:
         r["drop_vs_control"] = None if control is None or r["val_iou"] is None else control["val_iou"] - r["val_iou"]
@@ -716,4 +783,6 @@ def format_report(rows: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {gmac} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
                      f"{r['gzip_bytes'] / r['bytes']:.2f} | {val} | {drop} | {vs} | "
                      f"{'yes' if r['qat'] else ''} |")
-    return "\n".join(lines + ["", convergence_note(rows)])
+    taken = [f"{r['variant']} started from the finished {r['continued_from']} (the same first phases, not run twice)"
+             for r in rows if r.get("continued_from")]
+    return "\n".join(lines + ["", convergence_note(rows)] + taken)
