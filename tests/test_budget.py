@@ -185,5 +185,9 @@ def test_a_variant_that_continues_a_finished_one_is_budgeted_its_clustering_alon
 
 
 def test_a_continuation_planned_with_other_epochs_than_its_source_pays_for_its_own():
-    p = plan(13.0, variants=_with_continued_c8(c8_epochs=5), max_train_epochs=400, train_share=0.25)
+    kw = dict(max_train_epochs=400, train_share=0.25)
+    p = plan(13.0, variants=_with_continued_c8(c8_epochs=5), **kw)
+    alone = [VariantWork(v.name, v.epochs, cluster_epochs=v.cluster_epochs, min_epochs=v.min_epochs)
+             for v in _with_continued_c8(c8_epochs=5)]
     assert p.continued == {}
+    assert p.estimate_s == plan(13.0, variants=alone, **kw).estimate_s

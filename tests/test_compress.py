@@ -27,9 +27,10 @@ def run(tmp_path_factory):
     return root
 
 
-def make(run, **kw):
+def make(run, reuse=False, **kw):
+    """One variant; by default it runs every phase itself, whatever other tests made before it."""
     cfg = CompressConfig(epochs=2, qat_epochs=1, batch_size=8, **kw)
-    return cfg, compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0)
+    return cfg, compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, reuse=reuse)
 
 
 @pytest.mark.parametrize("target,schedule", [(0.5, "polynomial"), (0.75, "constant")])
@@ -576,3 +577,28 @@ def test_the_budget_demo_plans_its_clustered_variant_as_a_continuation_of_pruned
     variants = demo_variants(BUDGET)
     assert {v.variant: _continued_variant(v, variants, BUDGET) for v in variants} == {
         "pruned50": "", "pruned50-c8": "pruned50", "dense-ft": ""}
+
+
+def test_pruning_preserving_qat_starts_from_the_finished_pruned_variant_and_keeps_its_zeros(run, pruned_source, no_pruning):
+    cfg, summary = make(run, reuse=True, sparsity=0.5, qat=True, preserve_sparsity=True, name="pqat-after")
+    assert summary["continued_from"] and [e["phase"] for e in summary["epochs_run"]] == ["prune", "prune", "qat"]
+    assert summary["sparsity"] >= 0.99 * summary["sparsity_before_qat"] > 0.45
+
+
+def test_a_resume_on_other_frames_or_without_reuse_is_refused(run, pruned_source):
+    cfg = CompressConfig(sparsity=0.5, epochs=2, batch_size=8, clusters=4, cluster_epochs=2, name="c4-refused")
+    with pytest.raises(KeyboardInterrupt):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, callbacks=[StopAfterEpochs(1)])
+    with pytest.raises(ConfigError, match=r"--resume with other fine-tuning frames .* use the original --data or --force"):
+        compress(run, cfg, train_arrays=TR, val_arrays=blobs(8, seed=2), verbose=0, resume=True)
+    with pytest.raises(ConfigError, match=r"--resume --no-reuse: this fine-tune started from the finished "):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0, resume=True, reuse=False)
+
+
+def test_a_finished_variant_of_another_phases_version_is_not_taken_over(run, pruned_source, no_pruning, monkeypatch):
+    from lunarseg.train import compress as compress_module
+
+    monkeypatch.setattr(compress_module, "PHASES_VERSION", compress_module.PHASES_VERSION + 1)
+    cfg = CompressConfig(sparsity=0.5, epochs=2, batch_size=8, clusters=4, cluster_epochs=1, name="c4-newer")
+    with pytest.raises(AssertionError, match="the prune phase ran again"):
+        compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0)

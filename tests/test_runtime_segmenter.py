@@ -85,10 +85,25 @@ def test_predict_loops_over_a_batch_when_the_model_has_a_fixed_batch_of_one(segs
         np.testing.assert_array_equal(y[k], seg.predict(x[k:k + 1])[0])
 
 
-def test_tflite_dynamic_batch_runs_whole_batch(segs):
-    seg = segs["cls4.tflite"]
+def _engine_batches(monkeypatch, backend) -> list:
+    """The batch size of every engine call `backend` makes from now on."""
+    calls, run = [], backend.run
+
+    def counted(x):
+        calls.append(x.shape[0])
+        return run(x)
+
+    monkeypatch.setattr(backend, "run", counted)
+    return calls
+
+
+def test_tflite_dynamic_batch_runs_whole_batch(models, monkeypatch):
+    seg = Segmenter.from_file(models["cls4.tflite"])
+    assert seg.backend.batch is None
+    calls = _engine_batches(monkeypatch, seg.backend)
     x = np.stack([preprocess.prepare(_frame(32, 32, 3, seed=s), seg.meta) for s in range(3)])
     y = seg.predict(x)
+    assert calls == [3]
     assert y.shape == (3, 32, 32, 4)
     np.testing.assert_allclose(y[2], seg.predict(x[2:3])[0], atol=1e-6)
     np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-4)  # softmax
@@ -303,3 +318,14 @@ def test_a_file_with_a_fixed_batch_above_one_keeps_the_float_path_that_pads_its_
     assert Segmenter(backend, "x.tflite")._table is not None
     backend.batch = 3
     assert Segmenter(backend, "x.tflite")._table is None
+
+
+def test_a_fixed_batch_above_one_is_filled_by_padding_and_the_padding_is_dropped(models, monkeypatch):
+    seg = Segmenter.from_file(models["cls4.tflite"])  # a dynamic batch, told to take exactly 2 frames a call
+    x = np.stack([preprocess.prepare(_frame(32, 32, 3, seed=s), seg.meta) for s in range(3)])
+    one_by_one = np.concatenate([seg.predict(x[k:k + 1]) for k in range(3)])
+    seg.backend.batch = 2
+    calls = _engine_batches(monkeypatch, seg.backend)
+    y = seg.predict(x)
+    assert calls == [2, 2] and y.shape == one_by_one.shape
+    np.testing.assert_allclose(y, one_by_one, atol=1e-6)

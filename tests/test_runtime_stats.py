@@ -9,26 +9,31 @@ def _mask(rows):
     return np.array([[c == "#" for c in r] for r in rows], dtype=bool)
 
 
-def _bfs_count(m):
-    """Reference: plain flood fill, 8-connectivity."""
+def _bfs_areas(m):
+    """Reference: plain flood fill, 8-connectivity; the pixel area of each component."""
     h, w = m.shape
     seen = np.zeros_like(m)
-    n = 0
+    areas = []
     for i in range(h):
         for j in range(w):
             if m[i, j] and not seen[i, j]:
-                n += 1
+                areas.append(0)
                 stack = [(i, j)]
                 seen[i, j] = True
                 while stack:
                     y, x = stack.pop()
+                    areas[-1] += 1
                     for dy in (-1, 0, 1):
                         for dx in (-1, 0, 1):
                             yy, xx = y + dy, x + dx
                             if 0 <= yy < h and 0 <= xx < w and m[yy, xx] and not seen[yy, xx]:
                                 seen[yy, xx] = True
                                 stack.append((yy, xx))
-    return n
+    return areas
+
+
+def _bfs_count(m):
+    return len(_bfs_areas(m))
 
 
 @pytest.mark.parametrize("rows,count", [
@@ -68,9 +73,11 @@ def test_labels_and_areas_match_a_flood_fill_on_random_masks():
         h, w = rng.integers(1, 25, 2)
         m = rng.random((h, w)) < rng.random()
         labels, n = label_components(m)
-        assert n == _bfs_count(m)
+        areas = _bfs_areas(m)
+        assert n == len(areas)
         assert np.array_equal(labels > 0, m)
-        assert sorted(component_areas(m)) == sorted(np.bincount(labels[m])[1:]) if n else True
+        assert sorted(component_areas(m)) == sorted(areas)
+        assert sorted(np.bincount(labels[m], minlength=n + 1)[1:]) == sorted(areas)
 
 
 def test_stats_on_a_hand_made_frame():
@@ -111,7 +118,11 @@ def test_stats_from_the_model_size_mask_equal_stats_of_the_upscaled_mask(small_h
         small = (rng.random(small_hw) < density).astype(np.uint8) * rng.integers(1, 4, small_hw).astype(np.uint8)
         big = mask_to_frame_size(small, frame_hw)
         for rock, cls in (((1,), None), ((2, 3), names)):
-            assert rock_stats(small, rock, cls, frame_hw=frame_hw) == rock_stats(big, rock, cls)
+            stats = rock_stats(small, rock, cls, frame_hw=frame_hw)
+            assert stats == rock_stats(big, rock, cls)
+            areas = _bfs_areas(np.isin(big, rock))  # the upscaled mask, measured pixel by pixel
+            assert (stats["rock_count"], stats["rock_pixels"], stats["largest_rock_px"]) == (
+                len(areas), sum(areas), max(areas, default=0))
 
 
 def _label_runs_by_min_propagation(rows, starts, ends, width):

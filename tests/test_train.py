@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lunarseg.runtime import metrics
-from lunarseg.runtime.errors import ConfigError, DatasetError
+from lunarseg.runtime.errors import ConfigError, DatasetError, ModelFileError
 from lunarseg.train import checkpoint, losses
 from lunarseg.train.config import TrainConfig, check_input_size
 from lunarseg.train.data import SplitArrays
@@ -218,7 +218,7 @@ def test_interrupted_save_leaves_the_previous_model_intact(tmp_path, monkeypatch
 def test_model_file_that_is_not_keras_is_refused(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(Exception, match="not a loadable Keras model"):
+    with pytest.raises(ModelFileError, match="not a loadable Keras model"):
         checkpoint.load_model(bad)
 
 

@@ -12,7 +12,7 @@ from lunarseg.runtime.errors import ConfigError
 from lunarseg.runtime.objects import ObjectCounter
 from lunarseg.train import losses
 from lunarseg.train.config import ARCHITECTURES
-from lunarseg.train.fit import measure_training_speed, train
+from lunarseg.train.fit import train
 from lunarseg.train.model import build_unet, count_macs
 from lunarseg.train.slim import slim_unet
 from lunarseg.train.tf_input import make_dataset
@@ -105,11 +105,6 @@ def test_crop_trained_run_is_saved_at_the_model_input_size(tmp_path):
     assert model.input_shape == (None, 32, 32, 1)
     meta = json.loads((tmp_path / "run/meta.json").read_text())
     assert meta["input_shape"] == [1, 32, 32, 1] and meta["train_config"]["crop_width"] == 16
-
-
-def test_training_speed_probe_times_crops_when_training_on_crops():
-    small = measure_training_speed(tiny_cfg(width=64, height=64, crop_width=16, crop_height=16), batches=2, warmup=1)
-    assert small > 0
 
 
 def test_slimming_understands_the_separable_unet():

@@ -561,6 +561,8 @@ def run_phases(s: FineTune, start: int = 0) -> None:
 # The settings of the phases that can follow another variant's (cluster, qat); every other setting
 # shapes the phases before them.
 LATER_PHASE_FIELDS = ("clusters", "cluster_epochs", "qat", "preserve_sparsity", "qat_epochs")
+# Raise when a phase's code changes what it makes: finished variants of an older version are not taken over.
+PHASES_VERSION = 1
 
 
 def continues_from(cfg: CompressConfig, other: CompressConfig) -> bool:
@@ -586,8 +588,12 @@ def finished_start(run_dir: Path, cfg: CompressConfig, parent_hash: str, data_ha
     run), as (its folder, its config); None when there is none."""
     best = None
     for folder in checkpoint.variant_dirs(run_dir):
-        summary = json.loads((folder / "meta.json").read_text()).get("extra", {}).get("compress") or {}
-        if folder.name == cfg.variant or (summary.get("parent_hash"), summary.get("data_sha256")) != (parent_hash, data_hash):
+        try:
+            summary = json.loads((folder / "meta.json").read_text()).get("extra", {}).get("compress") or {}
+        except (OSError, ValueError, AttributeError):  # unreadable: not a source to trust
+            continue
+        same = (summary.get("parent_hash"), summary.get("data_sha256"), summary.get("phases_version"))
+        if folder.name == cfg.variant or same != (parent_hash, data_hash, PHASES_VERSION):
             continue
         try:
             other = CompressConfig(**summary["config"])
@@ -628,15 +634,22 @@ def fine_tune_arrays(meta, cfg: CompressConfig, data_dir, train_arrays: SplitArr
     return train_arrays or load_split(data_dir, "train", **kw), val_arrays or load_split(data_dir, "val", **kw)
 
 
-def _saved_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, *, resume: bool, force: bool) -> dict:
-    """The interrupted fine-tune's state to continue (checked against the request), else a fresh one;
-    `force` drops an interrupted fine-tune's checkpoints first."""
+def _saved_state(ckpt: Path, cfg: CompressConfig, parent_hash: str, data_hash: str, *, resume: bool, force: bool,
+                 reuse: bool) -> dict:
+    """The interrupted fine-tune's state to continue (checked against the request: config, parent, data,
+    reuse), else a fresh one; `force` drops an interrupted fine-tune's checkpoints first."""
     if force and ckpt.exists():
         shutil.rmtree(ckpt)
     state = _resume_state(ckpt, cfg, parent_hash, resume)
     if state is None:
-        state = {"config": dataclasses.asdict(cfg), "parent_hash": parent_hash, "phase": "", "epoch": 0,
-                 "seconds": 0.0, "history": []}
+        return {"config": dataclasses.asdict(cfg), "parent_hash": parent_hash, "data_sha256": data_hash, "phase": "",
+                "epoch": 0, "seconds": 0.0, "history": []}
+    if state.setdefault("data_sha256", data_hash) != data_hash:
+        raise ConfigError("--resume with other fine-tuning frames than the interrupted fine-tune's (sha256 "
+                          f"{state['data_sha256'][:12]} -> {data_hash[:12]}); use the original --data or --force")
+    if not reuse and state.get("continued_from"):
+        raise ConfigError(f"--resume --no-reuse: this fine-tune started from the finished {state['continued_from']}; "
+                          "resume it without --no-reuse, or --force to run every phase")
     return state
 
 
@@ -656,8 +669,8 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
     tcfg = fine_tune_recipe(meta, cfg)
     train_arrays, val_arrays = fine_tune_arrays(meta, cfg, data_dir, train_arrays, val_arrays)
     out = Path(model_path).parent / "compressed" / cfg.variant
-    parent_hash = checkpoint.file_sha256(model_path)
-    saved = _saved_state(out / "checkpoints", cfg, parent_hash, resume=resume, force=force)
+    parent_hash, data_hash = checkpoint.file_sha256(model_path), data_fingerprint(train_arrays, val_arrays)
+    saved = _saved_state(out / "checkpoints", cfg, parent_hash, data_hash, resume=resume, force=force, reuse=reuse)
     parent = checkpoint.load_model(model_path)
     reason = refusal(parent, meta, cfg)
     if reason:
@@ -667,7 +680,6 @@ def compress(run_dir: str | Path, cfg: CompressConfig, *, data_dir: str | Path |
                  ckpt=out / "checkpoints", saved=saved, callbacks=list(callbacks or []), verbose=verbose,
                  t0=time.perf_counter() - saved["seconds"], model=parent, model_cfg=fine_tune_config(meta))
     s.ckpt.mkdir(parents=True, exist_ok=True)
-    data_hash = data_fingerprint(train_arrays, val_arrays)
     fresh = saved["phase"] == "" and not saved["history"]
     run_phases(s, _start_from_finished(s, out.parent.parent, parent_hash, data_hash) if reuse and fresh else 0)
     return _save_variant(s, out, before, parent_hash, data_hash)
@@ -682,10 +694,11 @@ def _save_variant(s: FineTune, out: Path, before: dict, parent_hash: str, data_h
     sparsity = kernel_sparsity(s.model)
     threshold, after = _val_scores(s.model, s.val, s.meta)
     variant_file = out / ("model.h5" if s.cfg.qat else "model.keras")
-    for stale in checkpoint.MODEL_FILES:
+    for stale in (*checkpoint.MODEL_FILES, "meta.json"):  # a crash before the new meta leaves no variant
         (out / stale).unlink(missing_ok=True)
     checkpoint.save_model(s.model, variant_file)
-    summary = {**_summary(s, sparsity, before, after, parent_hash, seconds), "data_sha256": data_hash}
+    summary = {**_summary(s, sparsity, before, after, parent_hash, seconds), "data_sha256": data_hash,
+               "phases_version": PHASES_VERSION}
     checkpoint.save_meta(variant_file, _variant_meta(s, summary, sparsity, threshold, after))
     shutil.rmtree(s.ckpt, ignore_errors=True)
     return summary
