@@ -73,7 +73,14 @@ def test_marker_area_grows_with_file_bytes_and_engines_have_distinct_shapes():
     assert len(set(plots.ENGINE_MARKERS.values())) == len(plots.ENGINE_MARKERS)
 
 
-def test_plot_is_a_png_with_the_front_and_budget_drawn(tmp_path):
+def test_plot_is_a_png_with_the_front_and_budget_drawn(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))
     rows = [_row("base", "keras-fp32", "tensorflow", 34, 0.667, 2_000_000, deployable=False),
             _row("base", "onnx-int8", "openvino", 7, 0.667, 460_000, iou_drop=0.0, reference="keras-fp32",
                  reference_iou=0.667, input_size="384x256"),
@@ -81,9 +88,19 @@ def test_plot_is_a_png_with_the_front_and_budget_drawn(tmp_path):
                  reference_iou=0.667),
             _row("pruned", "tflite-int8", "litert", 49, 0.658, 199_000, iou_drop=0.009, reference="keras-fp32",
                  reference_iou=0.667)]
-    out = tmp_path / "pareto.png"
-    assert plots.plot_pareto(_results(rows), out) is None
+    out, results = tmp_path / "pareto.png", _results(rows)
+    assert plots.plot_pareto(results, out) is None
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [fig] = figures
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    front = plots.pareto_front(plots.plotted_rows(results))
+    steps = [line for line in ax.lines if list(line.get_ydata()) == [r["iou"] for r in front] + [front[-1]["iou"]]]
+    assert len(front) >= 2 and steps and "Pareto front of the deployable artifacts" in labels
+    budgets = plots.budget_lines(results, plots.plotted_rows(results))
+    assert budgets
+    for label, iou, _ in budgets:
+        assert label in labels and any(list(line.get_ydata()) == [iou, iou] for line in ax.lines), label
 
 
 def test_without_matplotlib_the_plot_is_skipped_with_one_line(tmp_path, monkeypatch):

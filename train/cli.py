@@ -110,7 +110,7 @@ def _register_compress(sub) -> None:
     c.add_argument("--resume", action="store_true", help="continue interrupted fine-tunes from their next epoch")
     c.add_argument("--no-reuse", dest="reuse", action="store_false", help="run every phase of a variant even when a "
                    "finished variant of the same run and data ran its first phases with the same settings (by default "
-                   "pruned50-c8 and pruned50-pqat start from a finished pruned50)")
+                   "pruned50-c8 and pruned50-pqat start from a finished pruned50, also with --force)")
     c.add_argument("--report", action="store_true", help="only print the table of existing variants")
     c.set_defaults(func=_compress)
 
