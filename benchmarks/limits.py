@@ -1,6 +1,7 @@
 """Limits the benchmark gate enforces, from a TOML file and/or command-line options."""
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,7 +54,11 @@ class Limits:
         )
         for key, value, broken, text in checks:
             lim = getattr(self, key)
-            if lim is not None and value is not None and broken(value, lim):
+            if lim is None or value is None:  # a missing IoU drop fails the gate in bench.gate_failures
+                continue
+            if not math.isfinite(value):  # NaN compares false with any limit: fail closed
+                out.append(f"LIMIT {name} (threads={row['threads']}): {key} is checked against {value}, not a number")
+            elif broken(value, lim):
                 note = _interval_note(row) if key == "max_iou_drop" else ""
                 out.append(f"LIMIT {name} (threads={row['threads']}): " + text.format(v=value, lim=lim) + note)
         return out

@@ -208,6 +208,13 @@ def test_limits_file_values_are_read_and_overridden_by_options(tmp_path):
                                       "(95 % interval 0.0123 to 0.0410 over 20 frames)")
 
 
+def test_a_limit_checked_against_a_value_that_is_not_a_number_fails_the_gate():
+    row = {"variant": "base", "format": "onnx-int8", "threads": 1, "iou_drop": float("nan"), "p50_ms": float("inf")}
+    assert Limits(max_iou_drop=0.02, max_latency_ms=50.0).violations(row) == [
+        "LIMIT base/onnx-int8 (threads=1): max_iou_drop is checked against nan, not a number",
+        "LIMIT base/onnx-int8 (threads=1): max_latency_ms is checked against inf, not a number"]
+
+
 def test_a_violation_names_the_engine_so_one_file_on_two_engines_gives_two_different_lines():
     lim = Limits(max_latency_ms=10.0)
     row = {"variant": "base", "format": "onnx-int8", "threads": 1, "p50_ms": 25.0}
