@@ -231,7 +231,7 @@ def _compress(d: DemoRun) -> None:
     if cfg.budget_min:
         plan = _plan(cfg, d.tcfg, d.data, [v for v in d.variants if v.variant not in done], d.clock,
                      trained=True, measured_epoch_s=_median_epoch_s(d.run))
-        epochs = control_matches_longest(plan.variant_epochs)
+        epochs = control_matches_longest(_pinned_to_finished_sources(d, done, plan.variant_epochs))
         print(f"budget {cfg.budget_min:g} min: {plan.describe()}")
     for v in d.variants:
         e, c = epochs.get(v.variant, (cfg.compress_epochs or v.epochs, cfg.cluster_epochs))
@@ -239,6 +239,19 @@ def _compress(d: DemoRun) -> None:
         if v.variant not in done:
             compress(d.run, v, data_dir=d.data, verbose=2)
     print(format_report(report_rows(d.run)))
+
+
+def _pinned_to_finished_sources(d: DemoRun, done: set, planned: dict) -> dict:
+    """Planned (epochs, cluster epochs) with each variant whose source is already made (a resumed demo)
+    at that source's recorded epochs, so that compress takes the finished model over instead of
+    fine-tuning the same phases again at other epochs."""
+    pinned = dict(planned)
+    for v in d.variants:
+        source = _continued_variant(v, d.variants, d.cfg)
+        if v.variant in pinned and source in done:
+            made = _read_json(d.run / "compressed" / source / "meta.json")["extra"].get("compress", {})
+            pinned[v.variant] = (made.get("config", {}).get("epochs", pinned[v.variant][0]), pinned[v.variant][1])
+    return pinned
 
 
 def _export(d: DemoRun) -> None:

@@ -602,3 +602,16 @@ def test_a_finished_variant_of_another_phases_version_is_not_taken_over(run, pru
     cfg = CompressConfig(sparsity=0.5, epochs=2, batch_size=8, clusters=4, cluster_epochs=1, name="c4-newer")
     with pytest.raises(AssertionError, match="the prune phase ran again"):
         compress(run, cfg, train_arrays=TR, val_arrays=VA, verbose=0)
+
+
+def test_a_resumed_demo_keeps_a_continuation_at_the_epochs_its_finished_source_ran(tmp_path):
+    import types
+
+    from lunarseg.demo import BUDGET, _pinned_to_finished_sources, demo_variants
+
+    (tmp_path / "compressed/pruned50").mkdir(parents=True)
+    (tmp_path / "compressed/pruned50/meta.json").write_text(json.dumps({"extra": {"compress": {"config": {"epochs": 3}}}}))
+    d = types.SimpleNamespace(variants=demo_variants(BUDGET), cfg=BUDGET, run=tmp_path)
+    planned = {"pruned50-c8": (4, 2), "dense-ft": (6, 0)}  # planned without pruned50, which is made
+    assert _pinned_to_finished_sources(d, {"pruned50"}, planned) == {"pruned50-c8": (3, 2), "dense-ft": (6, 0)}
+    assert _pinned_to_finished_sources(d, set(), planned) == planned
