@@ -132,7 +132,7 @@ def _loss(name, truth, pred):
     return float(tf.reduce_mean(losses.get_loss(name)(tf.constant(truth), tf.constant(pred))))
 
 
-@pytest.mark.parametrize("name", ["focal-dice", "bce-tversky", "bce-tversky-small"])
+@pytest.mark.parametrize("name", ["focal-dice", "bce-tversky", "bce-tversky-small", "bce-tversky-recall"])
 def test_small_object_losses_are_lower_for_the_right_mask(name):
     truth = np.zeros((1, 8, 8, 1), np.float32)
     truth[0, 2:4, 2:4] = 1
@@ -147,6 +147,24 @@ def test_tversky_punishes_a_missed_rock_more_than_a_false_alarm_of_the_same_size
     missed = truth * 0.5  # rock half-found
     false_alarm = truth + (1 - truth) * 0.5  # background half-called rock
     assert losses.tversky_loss(truth, missed).numpy()[0] > losses.tversky_loss(truth, false_alarm).numpy()[0]
+
+
+def test_the_recall_loss_punishes_a_miss_against_a_false_alarm_more_than_bce_tversky_does():
+    truth = np.zeros((1, 8, 8, 1), np.float32)
+    truth[0, :4] = 1
+    missed, false_alarm = truth * 0.5, truth + (1 - truth) * 0.5
+    gap = {name: _loss(name, truth, missed) - _loss(name, truth, false_alarm)
+           for name in ("bce-tversky", "bce-tversky-recall")}
+    assert gap["bce-tversky-recall"] > gap["bce-tversky"] > 0, gap
+
+
+def test_a_run_trained_with_the_recall_loss_saves_and_reloads(tmp_path):
+    from lunarseg.train.checkpoint import load_model
+
+    train(tiny_cfg(epochs=1, loss="bce-tversky-recall"), None, tmp_path / "run", verbose=0,
+          train_arrays=blobs(16), val_arrays=blobs(8, seed=1))
+    assert load_model(tmp_path / "run/model.keras").output_shape == (None, 32, 32, 1)
+    assert json.loads((tmp_path / "run/meta.json").read_text())["train_config"]["loss"] == "bce-tversky-recall"
 
 
 def _small_and_big_rock():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lunarseg.runtime.errors import ConfigError, unknown_key
 from lunarseg.runtime.masks import CLASS_NAMES
 
-LOSSES = ("bce", "bce-dice", "focal-dice", "bce-tversky", "bce-tversky-small")
+LOSSES = ("bce", "bce-dice", "focal-dice", "bce-tversky", "bce-tversky-small", "bce-tversky-recall")
 # Keys of train/model.py's BUILDERS (kept here so a config validates without TensorFlow).
 ARCHITECTURES = ("unet", "ds-unet")
 STRATEGIES = ("default", "mirrored", "multi-worker")
