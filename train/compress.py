@@ -583,9 +583,9 @@ def data_fingerprint(train: SplitArrays, val: SplitArrays) -> str:
     return digest.hexdigest()
 
 
-def finished_start(run_dir: Path, cfg: CompressConfig, parent_hash: str, data_hash: str) -> tuple[Path, CompressConfig] | None:
+def finished_start(run_dir: Path, cfg: CompressConfig, parent_hash: str, data_hash: str) -> tuple[Path, CompressConfig, dict] | None:
     """The finished variant of the same parent and data whose phases `cfg` begins with (the longest such
-    run), as (its folder, its config); None when there is none."""
+    run), as (its folder, its config, its compress summary); None when there is none."""
     best = None
     for folder in checkpoint.variant_dirs(run_dir):
         try:
@@ -600,7 +600,7 @@ def finished_start(run_dir: Path, cfg: CompressConfig, parent_hash: str, data_ha
         except (KeyError, TypeError):  # written by another version of this module
             continue
         if continues_from(cfg, other) and (best is None or len(phases_of(other)) > len(phases_of(best[1]))):
-            best = (folder, other)
+            best = (folder, other, summary)
     return best
 
 
@@ -610,12 +610,11 @@ def _start_from_finished(s: FineTune, run_dir: Path, parent_hash: str, data_hash
     found = finished_start(run_dir, s.cfg, parent_hash, data_hash)
     if found is None:
         return 0
-    folder, other = found
+    folder, other, summary = found
     taken = phases_of(other)
     for name in taken:
         PHASES[name].done(s)  # the architecture those phases leave (slimming narrows it)
     s.model = checkpoint.load_model(checkpoint.model_file(folder))
-    summary = json.loads((folder / "meta.json").read_text())["extra"]["compress"]
     s.saved.update(continued_from=folder.name, history=[dict(e) for e in summary.get("epochs_run", [])])
     if s.verbose:
         print(f"{s.cfg.variant}: starts from the finished {folder.name} ({' + '.join(taken)} phase(s) with the same settings)")
