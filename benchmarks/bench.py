@@ -21,7 +21,9 @@ from lunarseg.benchmarks.boards import board_estimates, estimates_markdown
 from lunarseg.benchmarks.inputs import BASELINE, NO_TENSORFLOW_NOTE, collect, tensorflow_installed
 from lunarseg.benchmarks.limits import Limits, row_name
 from lunarseg.benchmarks.measure import IOU_RULE
-from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, drop_text, relate_to_reference
+
+TEST_SPLIT = "test"  # the labelled frames every row is scored on (measure.py --split)
+from lunarseg.benchmarks.reference import INTERVAL_NOTE, INTERVAL_OF, NO_REFERENCE, drop_text, relate_to_reference
 PROFILES = {
     # 1 thread pinned to one core, batch 1, frame size from the metadata, cold start included
     "rover": {"threads": [1], "pin_cpu": True},
@@ -92,10 +94,10 @@ def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, r
     return result
 
 
-def gate_failures(rows: list[dict]) -> list[str]:
+def gate_failures(rows: list[dict], limits: Limits | None = None) -> list[str]:
     """Why the gate cannot pass whatever the limits say: it fails closed on a failed or timed-out
-    measurement, a missing file, a failed baseline, a deployable row with no IoU reference, and on no
-    deployable row at all."""
+    measurement, a missing file, a failed baseline and on no deployable row at all; and, with an
+    IoU-drop limit, on a deployable row with no IoU reference (the limit cannot be checked)."""
     failures = []
     for r in rows:
         if r["status"] == "ok":
@@ -105,11 +107,11 @@ def gate_failures(rows: list[dict]) -> list[str]:
         failures.append(f"{what} {row_name(r)}: {r['status']}: "
                         f"{r.get('error') or 'no detail'}{tail}")
     first = rows[0]["threads"] if rows else None
-    for r in rows:
-        if r.get("deployable") and r["status"] == "ok" and r["threads"] == first and r.get("iou_drop") is None:
-            failures.append(f"artifact {row_name(r)}: no IoU reference (no Keras "
-                            f"baseline, no fp32 artifact of {r['variant']}, no validation IoU in its metadata): its "
-                            "IoU drop cannot be checked")
+    if limits is not None and limits.max_iou_drop is not None:
+        for r in rows:
+            if r.get("deployable") and r["status"] == "ok" and r["threads"] == first and r.get("iou_drop") is None:
+                failures.append(f"artifact {row_name(r)}: no IoU reference ({NO_REFERENCE}): the IoU-drop limit "
+                                "cannot be checked")
     if not any(r["status"] == "ok" and r["format"] != BASELINE and r["threads"] == first for r in rows):
         failures.append("no deployable artifact was measured (nothing exported, or --formats/--engines left none)")
     return failures
@@ -155,15 +157,23 @@ def _data_dir(data, runs: list[Path]) -> Path:
     path = Path(data or recorded or "")
     if not (data or recorded) or not (path / "images").exists():
         raise ConfigError(f"labelled data not found ({data or recorded or 'none recorded'}); pass --data DIR")
+    from lunarseg.data.loader import DatasetIndex  # numpy + Pillow only
+
+    if not DatasetIndex.scan(path).split(TEST_SPLIT):
+        raise ConfigError(f"{path}: its {TEST_SPLIT!r} split holds no labelled frames to score IoU on "
+                          "(the split takes a share of the frames by name: the dataset is too small)")
     return path
 
 
 def _out_dir(out, runs: list[Path]) -> Path:
-    if out:
-        return Path(out)
-    if runs:
-        return runs[0] / "bench"
-    raise ConfigError("pass --out DIR: no run directory among the inputs to write bench/ into")
+    """--out, else RUN/bench of the first run directory; refused before anything is measured when it
+    cannot be a directory."""
+    if not out and not runs:
+        raise ConfigError("pass --out DIR: no run directory among the inputs to write bench/ into")
+    path = Path(out) if out else runs[0] / "bench"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} exists and is not a directory")
+    return path
 
 
 def _filter(rows_in: list[dict], formats, engines) -> list[dict]:
@@ -181,14 +191,20 @@ def _filter(rows_in: list[dict], formats, engines) -> list[dict]:
         unknown = [e for e in engines if e not in BACKENDS]
         if unknown:
             raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(sorted(BACKENDS))}")
-    expanded = []
+    expanded, left_out = [], []
     for art in rows_in:
         if art["format"] == BASELINE:
             expanded.append({**art, "engine": "tensorflow"})
             continue
-        names = [e for e in engines_for(art["path"]) if not engines or e in engines]
-        expanded += [{**art, "engine": e} for e in names or engines_for(art["path"])[:1] or [None]]
-    return expanded
+        readers = engines_for(art["path"])
+        names = [e for e in readers if not engines or e in engines]
+        if engines and readers and not names:  # only the engines asked for: this file is not measured
+            left_out.append(f"{art['variant']}/{art['format']}")
+            continue
+        expanded += [{**art, "engine": e} for e in names or [None]]
+    notes = [f"not measured: {', '.join(left_out)} (no engine of --engines {','.join(engines)} reads them)"] \
+        if left_out else []
+    return expanded, notes
 
 
 def bench(paths, *, data: str | Path | None = None, out: str | Path | None = None, threads: list[int] | None = None,
@@ -238,13 +254,14 @@ def _inputs(paths, data, out, formats, engines) -> tuple[list[dict], list[Path],
     data = _data_dir(data, run_dirs)
     out = _out_dir(out, run_dirs)
     notes = [NO_TENSORFLOW_NOTE] if not with_keras and any((r / "model.keras").exists() for r in run_dirs) else []
-    return _filter(rows_in, formats, engines), run_dirs, data, out, notes
+    rows, left_out = _filter(rows_in, formats, engines)
+    return rows, run_dirs, data, out, notes + left_out
 
 
 def _violations(rows: list[dict], limits: Limits, threads: int) -> list[str]:
     """The gate's findings: what fails it whatever the limits (gate_failures), then the limits broken by
     each deployable row measured at `threads` (the first thread count)."""
-    return gate_failures(rows) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
+    return gate_failures(rows, limits) + [v for r in rows if r.get("deployable") and r["status"] == "ok"
                                   and r["threads"] == threads for v in limits.violations(r)]
 
 
@@ -278,7 +295,7 @@ def _measure_jobs(jobs, data: Path, pin: int, *, frames, runs, min_seconds, roun
 def _row(threads: int, art: dict, measurements: list[dict]) -> dict:
     """One table row from an artifact and its rounds of measurement."""
     row = {k: art.get(k) for k in ("variant", "format", "engine", "status", "error", "deployable", "quantization",
-                                    "sparsity", "run", "input_size")}
+                                    "sparsity", "run", "run_path", "input_size")}
     row.update({"threads": threads, "path": art["path"]})
     if measurements:
         row.update(file_sizes(Path(art["path"])))
@@ -342,9 +359,10 @@ def to_markdown(results: dict) -> str:
              f"CPU: {cpu['model']} ({cpu['machine']}, {cpu['cores']} cores; flags: {' '.join(cpu['flags'])}); "
              f"profile {results['profile']}, batch 1{shape}, pinned CPU {results['pinned_cpu']}; "
              f"{results['frames']} labelled test frames{timings}", "",
-             f"IoU: {results.get('iou_rule', IOU_RULE)}. IoU drop: against the row's reference (the Keras baseline; "
-             "else the fp32 artifact of the same variant; else the validation IoU in the file's metadata); "
-             f"{INTERVAL_NOTE}.", ""]
+             f"IoU: {results.get('iou_rule', IOU_RULE)}. IoU drop, speed-up: against the row's reference, a float "
+             "version of the trained model it descends from measured here (its Keras baseline, else the fp32 file "
+             "exported from it; rows are paired by the trained model's sha256 in their metadata); blank when "
+             f"there is none; {INTERVAL_NOTE}.", ""]
     lines += [f"Note: {n}" for n in results.get("notes", [])] + ([""] if results.get("notes") else [])
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results["rows"]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -23,8 +24,10 @@ def register(sub) -> None:
     b.add_argument("--rounds", type=int, default=1, help="measure every artifact this many times, round-robin, and "
                    "report the median of the rounds (steadier speed-ups on a shared machine)")
     b.add_argument("--limits", help="TOML file with [limits] max_iou_drop, max_latency_ms, min_iou, max_bytes")
-    b.add_argument("--max-iou-drop", type=float)
-    b.add_argument("--max-latency-ms", type=float)
+    b.add_argument("--max-iou-drop", type=float, help="fail when a deployable artifact's IoU drop (against a float "
+                   "version of its trained model) exceeds this; an artifact with no such reference fails too")
+    b.add_argument("--max-latency-ms", type=float, help="fail when a deployable artifact's p50 engine latency exceeds "
+                   "this; limits are checked at the first --threads count (the deployment's)")
     b.add_argument("--profile", default="default", help="default | rover (1 thread pinned to one core)")
     b.add_argument("--formats", help="only these formats (comma-separated); the Keras baseline always runs")
     b.add_argument("--engines", help="only these engines (comma-separated: onnxruntime, litert, openvino); "
@@ -33,7 +36,8 @@ def register(sub) -> None:
 
     s = sub.add_parser("select", help="pick the best benchmarked artifact within an IoU budget; copy it to RUN/deploy/")
     s.add_argument("run")
-    s.add_argument("--max-iou-drop", type=float, required=True)
+    s.add_argument("--max-iou-drop", type=float, required=True,
+                   help="largest IoU drop allowed (against a float version of the run's trained model)")
     s.add_argument("--objective", default="latency", help=" | ".join(OBJECTIVES))
     s.add_argument("--engines", help="choose among rows measured on these engines (comma-separated), or 'board' "
                    f"for the ones an aarch64 board installs ({', '.join(BOARD_ENGINES)}); default: any")
@@ -52,10 +56,26 @@ def _threads(text: str) -> list[int]:
     return values
 
 
+def _check_numbers(args) -> None:
+    """Refuse bench's counts and durations that would measure nothing or never stop, before measuring."""
+    import math
+
+    from lunarseg.runtime.errors import ConfigError
+
+    for flag, value, least in (("--frames", args.frames, 1), ("--runs", args.runs, 1), ("--rounds", args.rounds, 1)):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if not math.isfinite(args.min_seconds) or args.min_seconds < 0:
+        raise ConfigError(f"--min-seconds must be a finite number >= 0, got {args.min_seconds}")
+    if not math.isfinite(args.timeout_s) or args.timeout_s <= 0:
+        raise ConfigError(f"--timeout-s must be a finite number > 0, got {args.timeout_s}")
+
+
 def _bench(args) -> int:
     from lunarseg.benchmarks.bench import bench, to_markdown
     from lunarseg.benchmarks.limits import Limits
 
+    _check_numbers(args)
     limits = Limits.load(args.limits, max_iou_drop=args.max_iou_drop, max_latency_ms=args.max_latency_ms)
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
@@ -85,4 +105,6 @@ def _select(args) -> int:
         engines = BOARD_ENGINES if args.engines == "board" else tuple(e.strip() for e in args.engines.split(","))
     choice = select(args.run, max_iou_drop=args.max_iou_drop, objective=args.objective, engines=engines)
     print(f"selected {choice['artifact']}\nwhy: {choice['reason']}")
+    if choice.get("removed"):
+        print(f"removed from {Path(choice['artifact']).parent}: {', '.join(choice['removed'])} (earlier selections)")
     return 0

@@ -14,7 +14,7 @@ MODEL_SUFFIXES = (".onnx", ".tflite")
 KERAS_MODEL = "model.keras"
 MANIFEST = Path("export") / "manifest.json"
 NO_TENSORFLOW_NOTE = ("Keras baseline skipped: TensorFlow is not installed (pip install 'lunarseg[train]'); "
-                      "IoU drops are against each variant's fp32 artifact, else the validation IoU in the file")
+                      "IoU drops are against the fp32 file exported from each row's trained model, when measured")
 
 
 def tensorflow_installed() -> bool:
@@ -56,7 +56,10 @@ def run_rows(run: Path, with_keras: bool) -> list[dict]:
                      "macs": macs, "run": str(run)})
     for entry in read_manifest(run / MANIFEST)["artifacts"]:
         path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else run / entry["path"]
+        inside = not Path(entry["path"]).is_absolute()
         rows.append({"variant": entry.get("variant", "base"), "format": entry["format"], "path": str(path),
+                     # where `select` finds the file again, wherever the run directory has moved
+                     "run_path": entry["path"] if inside else None,
                      "status": entry.get("status", "ok"), "error": entry.get("error"), "deployable": True,
                      "macs": macs, "quantization": entry.get("quantization"), "sparsity": entry.get("sparsity"),
                      "input_size": entry.get("input_size"), "run": str(run)})

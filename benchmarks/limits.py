@@ -29,6 +29,8 @@ class Limits:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML ({exc})") from None
             data = raw.get("limits", raw)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: [limits] must be a table of limits, got {data!r}")
             valid = {f.name for f in fields(cls)}
             unknown = sorted(set(data) - valid)
             if unknown:
@@ -37,8 +39,9 @@ class Limits:
         limits = cls(**data)
         for f in fields(limits):
             value = getattr(limits, f.name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ConfigError(f"limit {f.name} must be a non-negative number, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ConfigError(f"limit {f.name} must be a finite non-negative number, got {value!r}")
         return limits
 
     def violations(self, row: dict) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lunarseg.runtime.errors import LunarsegError, ModelFileError
 from lunarseg.runtime.procstatus import status_mb
 from lunarseg.runtime.timing import latency_ms
 
@@ -52,7 +53,10 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
     acc = MetricAccumulator(tuple(meta.class_names))
     for i, pair in enumerate(pairs):
         frame, classes = (first, truth) if i == 0 else load_pair(pair, meta.task)
-        pred = preprocess.probs_to_classes(predict(preprocess.prepare(frame, meta)[None])[0], meta)
+        probs = predict(preprocess.prepare(frame, meta)[None])[0]
+        if not np.isfinite(probs).all():  # NaN compares false with every threshold: it would score, not fail
+            raise ModelFileError(f"{model}: its outputs are not finite (NaN or infinity) on test frame {pair.image_path.name}")
+        pred = preprocess.probs_to_classes(probs, meta)
         acc.update(classes, preprocess.mask_to_frame_size(pred, classes.shape[:2]))
     times = latency_ms(lambda: predict(x), runs, min_seconds)  # the engine on a fixed batch-1 tensor
     scores = acc.result()
@@ -65,8 +69,20 @@ def measure(model: Path, data: Path, *, split: str, frames: int, runs: int, min_
         "mean_ms": float(times.mean()), "cold_rss_mb": round(cold_rss, 1), "peak_rss_mb": round(status_mb("VmHWM"), 1),
         "tensorflow_loaded": "tensorflow" in sys.modules, "training_modules": training_modules_loaded(),
         "macs": meta.extra.get("macs"), "input_size": f"{meta.width}x{meta.height}",
-        "val_iou": meta.val_metrics.get("iou"),
+        "val_iou": meta.val_metrics.get("iou"), **model_identity(model, meta),
     }
+
+
+def model_identity(model: Path, meta) -> dict:
+    """`model_hash`: the Keras model a file was exported from (a Keras file: its own sha256);
+    `trained_hash`: the trained model it descends from (benchmarks/reference.py pairs rows by it)."""
+    if model.suffix.lower() in (".onnx", ".tflite"):
+        return {"model_hash": meta.parent_hash, "trained_hash": meta.trained_hash}
+    from lunarseg.train.checkpoint import file_sha256, model_file
+
+    own = file_sha256(model_file(model) if model.is_dir() else model)
+    compress = meta.extra.get("compress")
+    return {"model_hash": own, "trained_hash": (compress.get("parent_hash") if isinstance(compress, dict) else None) or own}
 
 
 def main(argv=None) -> int:
@@ -83,8 +99,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.pin_cpu >= 0:
         os.sched_setaffinity(0, {args.pin_cpu})
-    result = measure(args.model, args.data, split=args.split, frames=args.frames, runs=args.runs,
-                     min_seconds=args.min_seconds, threads=args.threads, backend=args.backend)
+    try:
+        result = measure(args.model, args.data, split=args.split, frames=args.frames, runs=args.runs,
+                         min_seconds=args.min_seconds, threads=args.threads, backend=args.backend)
+    except LunarsegError as exc:  # the parent shows the last stderr line: the message alone
+        print(exc, file=sys.stderr, flush=True)
+        return exc.exit_code
     print(json.dumps(result), flush=True)
     return 0
 

@@ -45,8 +45,6 @@ def pareto_front(rows: list[dict]) -> list[dict]:
 def budget_lines(results: dict, rows: list[dict]) -> list[tuple[str, float, list[str]]]:
     """(label, IoU, variants) per distinct budget of the deployable rows: reference IoU − the max IoU
     drop limit; references of equal IoU (one fp32 file on two engines, or one Keras baseline) share a line."""
-    from lunarseg.benchmarks.reference import VAL_IOU_REFERENCE
-
     limit = (results.get("limits") or {}).get("max_iou_drop")
     if limit is None:
         return []
@@ -57,7 +55,7 @@ def budget_lines(results: dict, rows: list[dict]) -> list[tuple[str, float, list
         ref_iou = r.get("reference_iou", r["iou"] + r["iou_drop"])  # results written before rows named it
         ref = (r.get("reference") or "reference").split(" on ")[0]
         g = groups.setdefault(round(ref_iou, 4), {"iou": ref_iou, "refs": [], "variants": []})
-        for key, value in (("refs", "val IoU" if ref == VAL_IOU_REFERENCE else ref), ("variants", r["variant"])):
+        for key, value in (("refs", ref), ("variants", r["variant"])):
             if value not in g[key]:
                 g[key].append(value)
     return [(f"IoU budget of {', '.join(g['variants'])}: {' / '.join(g['refs'])} {g['iou']:.3f} − {limit:g}",

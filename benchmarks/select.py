@@ -6,6 +6,7 @@ IoUs compare), and `selection.json` records the chosen artifact's input size and
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -39,14 +40,39 @@ def input_size_of(row: dict) -> str:
 BOARD_ENGINES = ("onnxruntime", "litert")
 
 
-def _candidates(results: dict, engines) -> list[dict]:
-    """Deployable measured rows at the first thread count on `engines`, each with its input size."""
+def _candidates(results: dict, engines, run: Path) -> list[dict]:
+    """The run's own deployable measured rows (found again under `run`, wherever it has moved) at the
+    first thread count on `engines`, each with its input size; files benched beside the run's (loose
+    files, other runs) are never deployed into it."""
     first_threads = results["threads"][0]
-    rows = [r for r in results["rows"] if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads
+    rows = [{**r, "path": str(run / r["run_path"])} for r in results["rows"]
+            if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads
+            and r.get("run") == results.get("run") and r.get("run_path")
             and (not engines or r.get("engine") in engines)]
-    if engines and not rows:
-        raise GateError(f"no artifact was measured on {', '.join(engines)}; bench with those engines first")
+    if not rows:
+        on = f" on {', '.join(engines)}" if engines else ""
+        raise GateError(f"no artifact of {run} was measured{on}; run `lunarseg bench {run}` first")
     return [{**r, "input_size": input_size_of(r)} for r in rows]
+
+
+def _read_results(path: Path) -> dict:
+    """bench's results.json, or a one-line error when it is not one."""
+    try:
+        results = json.loads(path.read_text())
+        if not isinstance(results.get("rows"), list) or not results.get("threads"):
+            raise ValueError("no rows or threads")
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a bench results file ({exc}); run `lunarseg bench` again") from None
+    return results
+
+
+def _clear_old_deployments(deploy: Path, keep: Path) -> list[str]:
+    """Remove the model files an earlier `select` left in RUN/deploy (bench and bundle read every model
+    there); returns their names."""
+    old = [p for p in deploy.iterdir() if p.suffix.lower() in (".onnx", ".tflite") and p.name != keep.name]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return [p.name for p in old]
 
 
 def charge_size_cost(rows: list[dict]) -> str | None:
@@ -56,8 +82,9 @@ def charge_size_cost(rows: list[dict]) -> str | None:
     charged the IoU its size costs, not only its quantization's. Returns what the drops are now
     measured against, or None when nothing changed (e.g. one Keras baseline for every row)."""
     changed = None
-    for source, variant in {(r.get("run"), r.get("variant")) for r in rows}:
-        group = [r for r in rows if (r.get("run"), r.get("variant")) == (source, variant)
+    source_of = lambda r: r.get("trained_hash") or r.get("run")  # noqa: E731  (results written before the hashes)
+    for source, variant in {(source_of(r), r.get("variant")) for r in rows}:
+        group = [r for r in rows if (source_of(r), r.get("variant")) == (source, variant)
                  and r.get("reference_iou") is not None]
         refs = {r["reference_iou"] for r in group}
         if len(refs) < 2:
@@ -92,15 +119,24 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency",
     run = Path(run)
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; valid: {', '.join(sorted(OBJECTIVES))}")
+    if not math.isfinite(max_iou_drop):
+        raise ConfigError(f"--max-iou-drop must be a finite number, got {max_iou_drop}")
+    from lunarseg.runtime.backends import BACKENDS
+
+    unknown = [e for e in engines or () if e not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(sorted(BACKENDS))} or 'board'")
     results_path = run / "bench" / "results.json"
     if not results_path.exists():
         raise ConfigError(f"{results_path} not found; run `lunarseg bench {run}` first")
-    rows = _candidates(json.loads(results_path.read_text()), engines)
+    rows = _candidates(_read_results(results_path), engines, run)
     common = charge_size_cost(rows)
-    fits = [r for r in rows if r.get("iou_drop") is not None and r["iou_drop"] <= max_iou_drop]
+    measured = [r for r in rows if r.get("iou_drop") is not None]
+    fits = [r for r in measured if r["iou_drop"] <= max_iou_drop]
     if not fits:
-        best = min(rows, key=lambda r: r.get("iou_drop", 1e9), default=None)
-        hint = f"; the smallest drop is {best['iou_drop']:.4f} ({_label(best)})" if best else ""
+        best = min(measured, key=lambda r: r["iou_drop"], default=None)
+        hint = (f"; the smallest drop is {best['iou_drop']:.4f} ({_label(best)})" if best
+                else "; no artifact has an IoU reference (bench measured no float version of the trained model)")
         raise GateError(f"no artifact keeps the IoU drop within {max_iou_drop}{hint}")
     key, _ = OBJECTIVES[objective]
     fits.sort(key=lambda r: (r[key], r["iou_drop"]))
@@ -120,4 +156,5 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency",
               "drops_against": common or "each row's own reference (bench's `reference` column)",
               "figures": {k: win.get(k) for k in ("iou", "iou_drop", "p50_ms", "bytes", "gzip_bytes", "speedup")}}
     atomic.write_json(run / "deploy" / "selection.json", choice)
+    choice["removed"] = _clear_old_deployments(run / "deploy", target)
     return choice

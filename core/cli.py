@@ -12,6 +12,7 @@ import os
 import sys
 
 from lunarseg import __version__
+from lunarseg.runtime import interrupts
 from lunarseg.runtime.errors import LunarsegError
 
 # Order is the order in `lunarseg --help`.
@@ -78,15 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if needs_tensorflow(args):
-            _require_tensorflow(args.command)
-        code = args.func(args)
+        with interrupts.sigterm_as_interrupt():
+            if needs_tensorflow(args):
+                _require_tensorflow(args.command)
+            code = args.func(args)
     except LunarsegError as exc:
         print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"lunarseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupts.Terminated)
+        status, word = interrupts.exit_status(exc)
+        print(f"lunarseg {args.command}: {word}", file=sys.stderr)
+        return status
     except OSError as exc:  # permissions, full disk, missing directories: one line, no traceback
         print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)
         return 1

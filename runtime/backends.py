@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from lunarseg.runtime import preprocess
+from lunarseg.runtime import native_stderr, preprocess
 from lunarseg.runtime.errors import ModelFileError, one_line, unknown_key
 from lunarseg.runtime.metadata import ModelMeta, read_onnx_metadata_map, read_tflite_metadata
 
@@ -156,6 +156,10 @@ class OnnxBackend(Backend):
         return self.session.run(self._output_names, {self.input_name: xin})[0]
 
 
+# What LiteRT prints on stderr whatever the log level (runtime/native_stderr.py drops it).
+LITERT_CHATTER = ("INFO: Created TensorFlow Lite XNNPACK delegate",)
+
+
 class LiteRTBackend(Backend):
     """ai-edge-litert Interpreter (XNNPACK by default) with `num_threads=threads`."""
 
@@ -173,7 +177,8 @@ class LiteRTBackend(Backend):
                                  "(pip install 'lunarseg[runtime-litert]')") from None
         try:
             self.interp = Interpreter(model_content=data, num_threads=int(threads))
-            self.interp.allocate_tensors()
+            with native_stderr.dropped_lines(LITERT_CHATTER):
+                self.interp.allocate_tensors()
         except Exception as exc:  # ValueError "not a valid Flatbuffer buffer", RuntimeError on bad ops
             raise ModelFileError(f"{self.path}: not a valid TFLite model ({type(exc).__name__}: "
                                  f"{one_line(exc)})") from None

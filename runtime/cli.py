@@ -8,12 +8,15 @@ inputs: image files, directories (their images, sorted), glob patterns, or '-' t
 paths from stdin, one per line, as they arrive (a camera writing frames into a folder).
 
 outputs in --out: <stem>_mask.png (class index scaled to gray: rock = 255 for binary models),
-<stem>_overlay.png with --overlay, and one JSON line per frame in results.jsonl (or --jsonl):
-input, ok, error, stats (rock fraction/count/largest rock, hazard ahead), latency_ms. Every file
-is written atomically; a bad frame is reported on stderr and in the JSONL and the stream goes on.
+<stem>_overlay.png with --overlay, and one JSON line per frame appended to results.jsonl (or
+--jsonl): input, ok, error, mask, stats (rock fraction/count/largest rock, hazard ahead),
+latency_ms. A stem already used in --out (by this run or an earlier one) becomes <stem>-2, -3, ...,
+so every record keeps pointing at its own files. Every file is written atomically and a frame gets
+all its outputs or none; a bad frame is reported on stderr and in the JSONL and the stream goes on.
 
 exit status: 0 all frames segmented; 3 some frames failed (see the JSONL); 2 bad usage or an
-unusable model file; 130 interrupted.
+unusable model file; 4 an output could not be written (full disk, permissions; the frames before
+it are complete); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 
 

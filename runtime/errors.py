@@ -27,6 +27,12 @@ class ConfigError(LunarsegError):
     """An option or configuration value outside what is supported."""
 
 
+class OutputError(LunarsegError):
+    """An output file that cannot be written (full disk, no permission, a directory in its place)."""
+
+    exit_code = 4
+
+
 class GateError(LunarsegError):
     """A measured figure broke a limit (parity, IoU drop, latency)."""
 

@@ -56,6 +56,13 @@ class ModelMeta:
     def channels(self) -> int:
         return int(self.input_shape[3])
 
+    @property
+    def trained_hash(self) -> str:
+        """sha256 of the trained model this one descends from: a compressed variant's parent (recorded
+        by compress), else the model it was exported from (`parent_hash`); '' when unknown."""
+        compress = self.extra.get("compress")
+        return (compress.get("parent_hash") if isinstance(compress, dict) else None) or self.parent_hash
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -6,6 +6,7 @@ import time
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+RATE_AFTER_S = 0.5
 
 
 class Progress:
@@ -27,7 +28,9 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        return self.n / self.elapsed if self.elapsed > 0 else 0.0
+        """Items per second; 0 (shown as '-') until RATE_AFTER_S have passed, when one fast first
+        item (a frame that failed at once) would claim thousands per second."""
+        return self.n / self.elapsed if self.elapsed >= RATE_AFTER_S else 0.0
 
     def update(self, n: int = 1, **postfix) -> None:
         self.n += n
@@ -49,12 +52,15 @@ class Progress:
         if self.total:
             frac = self.n / self.total
             bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
-            eta = (self.total - self.n) / self.rate if self.rate > 0 else 0.0
-            line = f"{self.desc} [{bar}] {self.n}/{self.total} {self.rate:.1f} {self.unit}/s eta {eta:.0f}s {extra}"
+            eta = f"{(self.total - self.n) / self.rate:.0f}s" if self.rate > 0 else "-"
+            line = f"{self.desc} [{bar}] {self.n}/{self.total} {self._rate_text()} eta {eta} {extra}"
         else:
-            line = f"{self.desc} {self.n} {self.unit} {self.rate:.1f} {self.unit}/s {extra}"
+            line = f"{self.desc} {self.n} {self.unit} {self._rate_text()} {extra}"
         self.stream.write(line.rstrip() + end)
         self.stream.flush()
+
+    def _rate_text(self) -> str:
+        return f"{self.rate:.1f} {self.unit}/s" if self.rate > 0 else f"- {self.unit}/s"
 
     def close(self) -> None:
         if self.enabled and self.tty:

@@ -2,7 +2,10 @@
 
 Bad frames never stop the stream: each gets one line on stderr and a JSONL record with its error.
 Masks and overlays are written atomically (temp file + rename); each JSONL record is one
-`write()` of one line on an O_APPEND descriptor, so a reader never sees half a record.
+`write()` of one line on an O_APPEND descriptor, so a reader never sees half a record. A frame's
+files and record are written with Ctrl-C and SIGTERM held, and removed again if one cannot be
+written: a frame has all its outputs or none. Names never reuse a file already in --out, so
+records appended by an earlier run keep pointing at their own masks.
 """
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from lunarseg.runtime import atomic, imageio
-from lunarseg.runtime.errors import ConfigError, LunarsegError
+from lunarseg.runtime import atomic, imageio, interrupts
+from lunarseg.runtime.errors import ConfigError, LunarsegError, OutputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm", ".pnm", ".gif")
 
@@ -75,16 +78,42 @@ class JsonlWriter:
 
 
 class StemNamer:
-    """`<stem>_mask.png`, made unique within a run (`a.png` and `a.jpg` → `a`, `a-2`)."""
+    """`<stem>` for a frame's output files, unique in the output directory: a stem this run used, or
+    whose mask or overlay is there from an earlier run, gets `-2`, `-3`, … (`a.png`, `a.jpg` → `a`, `a-2`)."""
 
-    def __init__(self):
+    SUFFIXES = ("_mask.png", "_overlay.png")
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
         self.seen: dict[str, int] = {}
+
+    def _taken(self, name: str) -> bool:
+        return any((self.out_dir / f"{name}{suffix}").exists() for suffix in self.SUFFIXES)
 
     def __call__(self, path: str) -> str:
         stem = Path(path).stem or "frame"
         n = self.seen.get(stem, 0) + 1
+        while self._taken(stem if n == 1 else f"{stem}-{n}"):
+            n += 1
         self.seen[stem] = n
         return stem if n == 1 else f"{stem}-{n}"
+
+
+def write_frame_outputs(files: list[tuple[Path, object]], jsonl: "JsonlWriter", record: dict) -> None:
+    """Write a frame's PNGs (path, uint8 array), then its record, all or none: a file that cannot be
+    written removes those written before it. Callers hold stop signals around it (interrupts.held)."""
+    done: list[Path] = []
+    target = jsonl.path
+    try:
+        for target, array in files:
+            atomic.write_png(target, array)
+            done.append(target)
+        target = jsonl.path
+        jsonl.write(record)
+    except OSError as exc:
+        for p in done:
+            p.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}; the frames before it are complete") from None
 
 
 def _error_line(msg: str) -> None:
@@ -112,7 +141,7 @@ def run_segment(args, stdin=None) -> int:
     jsonl = JsonlWriter(Path(args.jsonl) if args.jsonl else out_dir / "results.jsonl")
     items, total = expand_inputs(args.inputs, stdin=stdin)
     bar = Progress(total, desc="segment", unit="frame", enabled=not args.no_progress)
-    namer = StemNamer()
+    namer = StemNamer(out_dir)
     ok = failed = 0
     try:
         for item in items:
@@ -125,26 +154,28 @@ def run_segment(args, stdin=None) -> int:
                 msg = str(exc) if isinstance(exc, LunarsegError) else f"{item.path}: {exc.strerror or exc}"
                 _error_line(msg)
                 record.update(ok=False, error=msg)
-                jsonl.write(record)
-                failed += 1
+                with interrupts.held():  # the record and the count agree whenever a stop arrives
+                    write_frame_outputs([], jsonl, record)
+                    failed += 1
                 bar.update(failed=failed)
                 continue
             stem = namer(item.path)
             mask_path = out_dir / f"{stem}_mask.png"
-            atomic.write_png(mask_path, preprocess.display_values(result.classes, meta))
+            files = [(mask_path, preprocess.display_values(result.classes, meta))]
             record.update(ok=True, error=None, mask=str(mask_path), stats=result.stats,
                           latency_ms=round(result.timings_ms["total"], 3),
                           timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()})
             if args.overlay:
                 ov_path = out_dir / f"{stem}_overlay.png"
-                atomic.write_png(ov_path, masks.overlay(result.frame, result.classes, task=overlay_task))
+                files.append((ov_path, masks.overlay(result.frame, result.classes, task=overlay_task)))
                 record["overlay"] = str(ov_path)
-            jsonl.write(record)
-            ok += 1
+            with interrupts.held():
+                write_frame_outputs(files, jsonl, record)
+                ok += 1
             bar.update(failed=failed)
-    finally:
+    finally:  # the count also when a stop signal or an unwritable output ends the stream
         bar.close()
         jsonl.close()
-    print(f"lunarseg segment: {ok} frame(s) segmented, {failed} failed; results in {jsonl.path}",
-          file=sys.stderr, flush=True)
+        print(f"lunarseg segment: {ok} frame(s) segmented, {failed} failed; results in {jsonl.path}",
+              file=sys.stderr, flush=True)
     return 3 if failed else 0

@@ -162,12 +162,46 @@ def _one_line_error(capsys, argv) -> str:
     ("cls4", ["--rock-classes", "boulder"], "--rock-classes names boulder, not among --classes"),
     ("logits", [], "model output layer 'head' (Conv2D) is linear (logits)"),
     ("free", [], "takes any input size; give the size to run it at with --size WIDTHxHEIGHT"),
+    ("free", ["--size", "31x31"], "--size 31x31: the model cannot be built at this size"),
+    ("h5", ["--mean", "nan", "--std", "0.25"], "--mean must be finite and --std finite and > 0, got nan and 0.25"),
 ])
 def test_what_the_model_contradicts_or_cannot_say_is_a_one_line_error_naming_the_flag(zoo, tmp_path, capsys, model,
                                                                                      flags, message):
     line = _one_line_error(capsys, ["import", str(zoo[model]), "--out", str(tmp_path / "run"), *flags])
     assert line.startswith("lunarseg import: error: ") and message in line
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_keras3_models_with_two_inputs_or_an_ops_function_are_refused_in_one_line(tmp_path, capsys):
+    import keras as k3
+
+    a, b = k3.Input((SIZE, SIZE, 3), name="a"), k3.Input((SIZE, SIZE, 3), name="b")
+    head = k3.layers.Conv2D(1, 1, activation="sigmoid", name="head")
+    k3.Model([a, b], head(k3.layers.Add(name="add")([a, b]))).save(tmp_path / "two.keras")
+    x = k3.Input((SIZE, SIZE, 3), name="img")
+    k3.Model(x, head(k3.ops.relu(x))).save(tmp_path / "ops.keras")
+    two = _one_line_error(capsys, ["import", str(tmp_path / "two.keras"), "--out", str(tmp_path / "r1")])
+    assert "has 2 inputs and 1 outputs; lunarseg imports one image in, one mask out" in two
+    ops = _one_line_error(capsys, ["import", str(tmp_path / "ops.keras"), "--out", str(tmp_path / "r2")])
+    assert "(Relu) cannot be converted to tf_keras; convertible:" in ops
+
+
+def test_a_lambda_layer_is_refused_before_anything_is_written(tmp_path, capsys):
+    inp = keras.Input((SIZE, SIZE, 3))
+    keras.Model(inp, L.Conv2D(1, 1, activation="sigmoid")(L.Lambda(lambda t: t * 2.0, name="double")(inp))
+                ).save(tmp_path / "lam.h5")
+    line = _one_line_error(capsys, ["import", str(tmp_path / "lam.h5"), "--out", str(tmp_path / "run")])
+    assert f"{tmp_path / 'lam.h5'}: layer 'double' is a Lambda layer" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_with_one_free_side_takes_a_size_that_matches_the_other(tmp_path):
+    inp = keras.Input((None, SIZE, 3))
+    keras.Model(inp, L.Conv2D(1, 1, activation="sigmoid")(inp)).save(tmp_path / "half.h5")
+    import_model(tmp_path / "half.h5", tmp_path / "run", ImportOptions(size=(SIZE, 48)))
+    assert read_keras_meta(tmp_path / "run" / "model.keras").input_shape == [1, 48, SIZE, 3]
+    with pytest.raises(ConfigError, match=f"--size 32x48 does not match the model's input {SIZE}xNone"):
+        import_model(tmp_path / "half.h5", tmp_path / "run2", ImportOptions(size=(32, 48)))
 
 
 def test_free_size_model_is_fixed_at_the_given_size(zoo, tmp_path):

@@ -136,6 +136,41 @@ def test_jsonl_is_appended_across_runs(tmp_path, models):
     assert len(_records(tmp_path / "o" / "results.jsonl")) == 2
 
 
+def test_a_second_run_into_the_same_out_keeps_every_record_pointing_at_its_own_mask(tmp_path, models):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = _png(tmp_path / "a" / "x.png", seed=1), _png(tmp_path / "b" / "x.png", h=50, seed=2)
+    out = tmp_path / "o"
+    assert main(["segment", models["bin.onnx"], str(first), "--out", str(out), "--no-progress", "--overlay"]) == 0
+    kept = (out / "x_mask.png").read_bytes()
+    assert main(["segment", models["bin.onnx"], str(second), "--out", str(out), "--no-progress"]) == 0
+    recs = _records(out / "results.jsonl")
+    assert [Path(r["mask"]).name for r in recs] == ["x_mask.png", "x-2_mask.png"]
+    assert (out / "x_mask.png").read_bytes() == kept  # the first run's mask is not overwritten
+    assert Image.open(out / "x-2_mask.png").size == (60, 50)  # the second frame's own mask
+
+
+def test_an_output_that_cannot_be_written_stops_with_exit_4_and_leaves_whole_frames_only(tmp_path, models,
+                                                                                         monkeypatch, capsys):
+    frames = [_png(tmp_path / f"f{i}.png", seed=i) for i in range(3)]
+    out = tmp_path / "out"
+    real_write = atomic.write_png
+
+    def full_disk_on_the_second_overlay(path, array, **kw):
+        if Path(path).name == "f1_overlay.png":
+            raise OSError(28, "No space left on device")
+        return real_write(path, array, **kw)
+
+    monkeypatch.setattr(atomic, "write_png", full_disk_on_the_second_overlay)
+    code = main(["segment", models["bin.onnx"], *map(str, frames), "--out", str(out), "--overlay", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4
+    assert err[-1] == (f"lunarseg segment: error: cannot write {out / 'f1_overlay.png'}: No space left on device; "
+                       "the frames before it are complete")
+    assert "1 frame(s) segmented, 0 failed" in err[-2]
+    assert sorted(p.name for p in out.iterdir()) == ["f0_mask.png", "f0_overlay.png", "results.jsonl"]
+    assert [Path(r["input"]).name for r in _records(out / "results.jsonl")] == ["f0.png"]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["MODEL_PB", "IMG", "--out", "OUT"], "unknown model file suffix '.pb'; valid: .onnx, .tflite"),
     (["NOMETA", "IMG", "--out", "OUT"], "carries no lunarseg metadata"),
@@ -156,11 +191,45 @@ def test_bad_usage_or_model_exits_2_with_one_line(tmp_path, models, capsys, argv
     assert not (tmp_path / "out" / "f_mask.png").exists()
 
 
+def test_a_tflite_run_prints_only_its_own_lines_on_stderr(tmp_path, models):
+    f = _png(tmp_path / "f.png")
+    proc = subprocess.run([LUNARSEG, "segment", models["bin.tflite"], str(f), "--out", str(tmp_path / "o"),
+                           "--no-progress"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [f"lunarseg segment: 1 frame(s) segmented, 0 failed; results in "
+                                        f"{tmp_path / 'o' / 'results.jsonl'}"]  # no LiteRT INFO line
+
+
 def test_help_documents_exit_codes(capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
-    text = capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())
     assert "0 all frames segmented; 3 some frames failed" in text and "2 bad usage" in text
+    assert "4 an output could not be written" in text and "143 terminated (SIGTERM)" in text
+
+
+def test_sigterm_stops_the_stream_like_ctrl_c_with_exit_143_and_whole_frames(tmp_path, models):
+    a = _png(tmp_path / "a.png", seed=5)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([LUNARSEG, "segment", models["bin.tflite"], "-", "--out", str(out), "--no-progress"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write(f"{a}\n")
+        proc.stdin.flush()
+        deadline = time.time() + 30
+        while not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text().strip():
+            assert time.time() < deadline, "the first frame was not processed"
+            time.sleep(0.05)
+        proc.terminate()  # SIGTERM, as systemd and docker stop send it
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read().strip().splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 143
+    assert err[-1] == "lunarseg segment: terminated" and "1 frame(s) segmented, 0 failed" in err[-2]
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "results.jsonl"]
+    assert [r["mask"] for r in _records(out / "results.jsonl")] == [str(out / "a_mask.png")]
 
 
 def test_stdin_paths_are_processed_as_they_arrive(tmp_path, models):

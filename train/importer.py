@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.runtime import preprocess
-from lunarseg.runtime.errors import ConfigError, ModelFileError, unknown_key
+from lunarseg.runtime.errors import ConfigError, ModelFileError, one_line, unknown_key
 from lunarseg.runtime.masks import CLASS_NAMES, rock_mask
 from lunarseg.runtime.metadata import ModelMeta
 
@@ -52,8 +52,8 @@ def normalisation(opts: ImportOptions) -> tuple[dict, dict]:
             raise ConfigError("give either --scale/--offset or --mean/--std, not both")
         if opts.mean is None or opts.std is None:
             raise ConfigError(f"--{'std' if opts.std is None else 'mean'} is needed with --{'mean' if opts.std is None else 'std'}")
-        if not opts.std > 0:
-            raise ConfigError(f"--std must be > 0, got {opts.std}")
+        if not (np.isfinite(opts.std) and opts.std > 0) or not np.isfinite(opts.mean):
+            raise ConfigError(f"--mean must be finite and --std finite and > 0, got {opts.mean} and {opts.std}")
         given = {"mean": opts.mean, "std": opts.std, "units": "x = (pixel / 255 - mean) / std"}
         return {"scale": 1.0 / (255.0 * opts.std), "offset": -opts.mean / opts.std}, given
     scale = DEFAULT_SCALE if opts.scale is None else opts.scale
@@ -103,9 +103,13 @@ def keras_major(path: Path, fmt: str) -> int:
 
 def _load_error(path: Path, exc: Exception) -> ModelFileError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "Lambda" in text:
+        return ModelFileError(f"{path}: the model holds a Lambda layer (Python code inside the model), which lunarseg "
+                              "cannot load safely; replace it with a standard Keras layer")
     if "Unknown" in text or "custom" in text.lower():
-        return ModelFileError(f"{path}: the model uses a custom layer or object lunarseg cannot rebuild ({text[:160]})")
-    return ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {text[:160]})")
+        return ModelFileError(f"{path}: the model uses a custom layer or object lunarseg cannot rebuild "
+                              f"({one_line(text, 300)})")
+    return ModelFileError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {one_line(text, 300)})")
 
 
 def load_foreign(path: Path) -> tuple[object, dict]:
@@ -164,16 +168,28 @@ def at_fixed_size(model, opts: ImportOptions):
     _, h, w, c = model.input_shape
     if opts.size:
         want_w, want_h = opts.size
-        if (h, w) != (None, None) and (h, w) != (want_h, want_w):
+        if (h is not None and h != want_h) or (w is not None and w != want_w):  # a free side takes any size
             raise ConfigError(f"--size {want_w}x{want_h} does not match the model's input {w}x{h}")
         h, w = want_h, want_w
     if h is None or w is None:
         raise ConfigError(f"model {model.name!r} takes any input size; give the size to run it at with --size WIDTHxHEIGHT")
     if tuple(model.input_shape[1:3]) == (h, w):
         return model
-    fixed = keras.models.clone_model(model, input_tensors=keras.Input((h, w, c), name=model.inputs[0].name.split(":")[0]))
+    try:
+        fixed = keras.models.clone_model(model, input_tensors=keras.Input((h, w, c), name=model.inputs[0].name.split(":")[0]))
+    except ValueError as exc:  # e.g. a U-Net whose pooling and skips need a multiple of 2**depth
+        raise ConfigError(f"--size {w}x{h}: the model cannot be built at this size ({one_line(exc, 160)}); "
+                          "a U-Net usually needs sides divisible by 2 to the power of its depth") from None
     fixed.set_weights(model.get_weights())
     return fixed
+
+
+def refuse_lambda_layers(model, src: Path) -> None:
+    """Lambda layers hold Python code that a saved model cannot reload safely: refused before anything is written."""
+    lambdas = [layer.name for layer in model.layers if type(layer).__name__ == "Lambda"]
+    if lambdas:
+        raise ConfigError(f"{src}: layer {lambdas[0]!r} is a Lambda layer (Python code inside the model), which "
+                          "lunarseg cannot save and reload safely; replace it with a standard Keras layer")
 
 
 def colour_mode(model, opts: ImportOptions) -> str:
@@ -262,25 +278,45 @@ def source_hash(path: Path) -> str:
     return file_sha256(path / "saved_model.pb" if path.is_dir() else path)
 
 
+def _save_checked(model, target: Path, meta: ModelMeta, src: Path) -> None:
+    """Save the model, reload it and check it reproduces the imported one, then write its metadata."""
+    from lunarseg.train import checkpoint
+
+    checkpoint.save_model(model, target)
+    try:
+        reloaded = checkpoint.load_model(target)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{src}: imported, but its saved copy does not reload ({exc})") from None
+    x = np.random.default_rng(0).random((1, *meta.input_shape[1:]), dtype=np.float32)
+    diff = float(np.max(np.abs(reloaded(x, training=False).numpy() - model(x, training=False).numpy())))
+    if diff > 1e-5:
+        raise ModelFileError(f"{src}: the saved model does not reproduce the imported one (max abs diff {diff:.3g})")
+    checkpoint.save_meta(target, meta)
+
+
 def import_model(src: str | Path, out: str | Path, opts: ImportOptions) -> dict:
     """Write RUN/model.keras + RUN/meta.json from `src`; returns a summary."""
     from lunarseg.train import checkpoint
 
     src, out = Path(src), Path(out)
     target = out / checkpoint.MODEL_FILES[0]
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
     if any((out / name).exists() for name in (*checkpoint.MODEL_FILES, "meta.json")):
         raise ConfigError(f"{out} already holds a model; choose another --out")
     model, source = load_foreign(src)
     model = at_fixed_size(model, opts)
+    refuse_lambda_layers(model, src)
     meta = infer_meta(model, opts, source, source_hash(src))
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_model(model, target)
-    reloaded = checkpoint.load_model(target)
-    x = np.random.default_rng(0).random((1, *meta.input_shape[1:]), dtype=np.float32)
-    diff = float(np.max(np.abs(reloaded(x, training=False).numpy() - model(x, training=False).numpy())))
-    if diff > 1e-5:
-        raise ModelFileError(f"{target}: the saved model does not reproduce the imported one (max abs diff {diff:.3g})")
-    checkpoint.save_meta(target, meta)
+    try:
+        _save_checked(model, target, meta, src)
+    except BaseException:  # a failed import leaves no half-written run behind
+        target.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return {"run": str(out), "model": str(target), "task": meta.task, "classes": meta.class_names,
             "input": f"{meta.width}x{meta.height}x{meta.channels}", "colour": meta.colour_mode,
             "activation": meta.output_activation, "normalisation": meta.normalisation, "source": source}

@@ -113,7 +113,8 @@ def rebuild(k3_model):
             raise ConfigError(f"Keras 3 layer {name!r} is a nested model ({class_name}); flatten it before importing")
         if not inbound:
             raise ConfigError("Keras 3 sequential model has no input shape; build it with keras.Input first")
-        layer = getattr(keras.layers, class_name).from_config(_tf_keras_config(class_name, name, entry["config"]))
+        layer_config = _tf_keras_config(class_name, name, entry["config"])  # refuses what is not in CONVERTERS
+        layer = getattr(keras.layers, class_name).from_config(layer_config)
         args = [tensors[n] for n in inbound]
         tensors[name] = layer(args if as_list or len(args) > 1 else args[0])
         layer.set_weights(k3_model.get_layer(name).get_weights())
@@ -125,12 +126,14 @@ def rebuild(k3_model):
 
 
 def max_output_difference(k3_model, tk_model, seed: int = 0, frames: int = 2) -> float:
-    """Largest |Keras 3 − tf_keras| output on random inputs in [0, 1] (fixed input sizes; 64 for free ones)."""
-    shape = [frames] + [d or 64 for d in tk_model.input_shape[1:]]
-    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    a = np.asarray(k3_model(x, training=False))
-    b = tk_model(x, training=False).numpy()
-    return float(np.max(np.abs(a - b)))
+    """Largest |Keras 3 − tf_keras| output on random inputs in [0, 1] (fixed input sizes; 64 for free
+    ones), over every input and output (the importer refuses more than one of each afterwards)."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.random([frames] + [d or 64 for d in t.shape[1:]], dtype=np.float32) for t in tk_model.inputs]
+    x = xs if len(xs) > 1 else xs[0]
+    a, b = k3_model(x, training=False), tk_model(x, training=False)
+    pairs = zip(a, b) if isinstance(a, (list, tuple)) else [(a, b)]
+    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in pairs)
 
 
 def convert(k3_model) -> tuple[object, float]:
