@@ -15,18 +15,23 @@ from lunarseg.runtime.errors import ConfigError, ModelFileError, unknown_key
 
 ENGINES = {"ort": ("runtime-ort", ".onnx", "onnxruntime"), "litert": ("runtime-litert", ".tflite", "litert")}
 MODEL_SUFFIXES = (".onnx", ".tflite")
+# install.sh runs pip from this wheel: Debian's and Raspberry Pi OS's python3 make venvs without pip
+# unless python3-venv is installed, and refuse installs into the system Python.
+BOOTSTRAP_PIP = "pip==24.3.1"
 
 
 def register(sub) -> None:
     from lunarseg.platforms import PLATFORMS, PYTHONS
 
     p = sub.add_parser("bundle", help="pack models + wheels + install/check scripts for an offline board",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Pack models, the board's wheels, install.sh (offline, into a venv), a sample "
+                       "frame with this machine's masks and check.sh into one folder to copy to an offline board. "
+                       "Folders given as MODEL contribute the models directly inside them.")
     p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx / .tflite files, or folders of them (e.g. RUN/deploy)")
     p.add_argument("--platform", required=True, choices=sorted(PLATFORMS), help="the board's platform")
-    p.add_argument("--python", default="3.11", choices=PYTHONS, help="the board's CPython version")
+    p.add_argument("--python", default="3.11", choices=PYTHONS, help="the board's CPython version (default 3.11)")
     p.add_argument("--engine", default="auto", choices=("auto", *ENGINES),
-                   help="engine to install: ort (.onnx), litert (.tflite); auto = what the models need")
+                   help="engine to install: ort (.onnx), litert (.tflite); auto (default) = what the models need")
     p.add_argument("--frame", help="sample frame for check.sh (default: a synthetic scene)")
     p.add_argument("--out", required=True, help="bundle directory to write (must not exist or be empty)")
     p.set_defaults(func=_bundle)
@@ -73,12 +78,21 @@ def source_tree() -> Path:
     return root
 
 
+# What pip prints when the package index cannot be reached (it then reports "from versions: none").
+NETWORK_SIGNS = ("NewConnectionError", "Failed to establish a new connection", "Max retries exceeded",
+                 "Temporary failure in name resolution", "Name or service not known", "Connection refused",
+                 "Could not fetch URL", "ConnectTimeoutError", "Network is unreachable")
+
+
 def _pip(args: list[str], what: str, timeout_s: float = 900) -> None:
     try:
         done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{what}: pip took over {timeout_s:.0f} s (no network?)") from None
     if done.returncode:
+        if any(sign in done.stderr for sign in NETWORK_SIGNS):
+            raise ConfigError(f"{what} failed: the package index cannot be reached (a bundle needs it once, on the "
+                              "workstation; check the network or PIP_INDEX_URL)")
         errors = [ln for ln in done.stderr.splitlines() if ln.startswith("ERROR")] or done.stderr.strip().splitlines()[-1:]
         raise ConfigError(f"{what} failed: {' '.join(errors[:2])}")
 
@@ -91,7 +105,7 @@ def build_wheelhouse(wheels: Path, extra: str, platform: str, python: str) -> li
     _pip(["wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(wheels), str(source_tree())],
          "building the lunarseg wheel")
     reqs = requirements_for(extra, platform, python)
-    _pip(["download", "--quiet", "--dest", str(wheels), *pip_target_args(platform, python), *reqs],
+    _pip(["download", "--quiet", "--dest", str(wheels), *pip_target_args(platform, python), *reqs, BOOTSTRAP_PIP],
          f"downloading the {platform} / Python {python} wheels ({' '.join(reqs)})")
     return sorted(p.name for p in wheels.iterdir())
 
@@ -112,25 +126,44 @@ def sample_frame(frame: str | None, dest: Path) -> Path:
 
 
 INSTALL_SH = """#!/bin/sh
-# Install lunarseg's runtime from this bundle's wheels: no network needed. Uses the python3 on PATH
-# (or $PYTHON); add --user or run inside a venv as you prefer: sh install.sh [pip options]
+# Install lunarseg's runtime from this bundle's wheels, no network needed, into a virtual environment
+# ($VENV, default: venv/ in this folder; Debian 12 and Raspberry Pi OS refuse pip installs into the
+# system Python). Inside an active venv it installs there. PYTHON picks the interpreter (default python3).
+# Extra arguments go to pip: sh install.sh [pip options]
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
-"${{PYTHON:-python3}}" -m pip install --no-index --find-links "$here/wheels" "$@" "lunarseg[{extras}]"
+py="${{PYTHON:-python3}}"
+if [ -n "$VIRTUAL_ENV" ]; then
+    target="$VIRTUAL_ENV/bin/python"
+else
+    venv="${{VENV:-$here/venv}}"
+    "$py" -m venv --without-pip "$venv"
+    target="$venv/bin/python"
+fi
+pip_wheel=$(ls "$here"/wheels/pip-*.whl | head -n 1)
+"$target" "$pip_wheel/pip" install --no-index --find-links "$here/wheels" "$@" pip "lunarseg[{extras}]"
+echo "installed into $(dirname "$target"): run $(dirname "$target")/lunarseg, or activate it first"
 """
 CHECK_SH = """#!/bin/sh
 # Segment the sample frame with every model of the bundle and compare with the workstation's masks.
-set -e
+# Runs the venv install.sh made, else $PYTHON, else python3.
 here=$(cd "$(dirname "$0")" && pwd)
-exec "${PYTHON:-python3}" -m lunarseg.runtime.bundle_check "$here"
+py="${PYTHON:-python3}"
+if [ -z "$PYTHON" ] && [ -x "$here/venv/bin/python" ]; then py="$here/venv/bin/python"; fi
+if ! "$py" -c "import lunarseg" 2>/dev/null; then
+    echo "check.sh: lunarseg is not installed for $py; run install.sh first" >&2
+    exit 2
+fi
+exec "$py" -m lunarseg.runtime.bundle_check "$here"
 """
 README = """# lunarseg bundle for {platform}, CPython {python}
 
 Made {created} on {host}. Engines: {engines}. Models: {models}.
+Needs glibc >= {glibc} (the wheels' manylinux tags) and CPython {python}.
 
-    sh install.sh            # offline: pip install --no-index --find-links wheels 'lunarseg[{extras}]'
+    sh install.sh            # offline: a venv in ./venv, pip install --no-index --find-links wheels 'lunarseg[{extras}]'
     sh check.sh              # segments sample/frame.png with each model, compares with sample/*.png
-    lunarseg segment models/{first} frames/ --out masks
+    venv/bin/lunarseg segment models/{first} frames/ --out masks
 
 check.sh passes when a float model agrees with this machine's mask on >= 99.9 % of the pixels and an
 int8 one on >= 99.5 % (ARM int8 kernels round a little differently).
@@ -170,23 +203,63 @@ def expected_masks(models: list[Path], frame: Path, out: Path, engines: list[str
     return entries
 
 
+def check_models(models: list[Path], engines: list[str]) -> None:
+    """Open every model as the board will, before anything is downloaded: an unusable file is named as
+    the user gave it."""
+    from lunarseg.runtime.backends import open_backend
+
+    for model in models:
+        open_backend(model, threads=1, backend=next(ENGINES[e][2] for e in engines if ENGINES[e][1] == model.suffix))
+
+
+def out_dir(out: str | Path) -> Path:
+    """--out: new or empty, inside a folder that exists (the bundle is built beside it and renamed)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: already exists and is not an empty folder; choose a new --out")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is not an existing folder")
+    return out
+
+
 def make_bundle(models: list[str], out: str | Path, platform: str, python: str = "3.11", engine: str = "auto",
                 frame: str | None = None) -> dict:
-    """Write the bundle; returns its manifest (also DIR/bundle.json) with the size in bytes."""
-    import os
-    import time
+    """Write the bundle; returns its manifest (also DIR/bundle.json) with the size in bytes. Everything
+    is checked before the download, and the bundle is built in a temporary folder beside --out and
+    renamed at the end: a failure leaves nothing behind, so the same command can be run again."""
+    import tempfile
 
     from lunarseg.platforms import PYTHONS, get_platform
-    from lunarseg.runtime.bundle_check import MANIFEST
 
     get_platform(platform)
     if python not in PYTHONS:
         raise unknown_key("Python version", python, PYTHONS)
     files = model_files(models)
     engines = engines_for(files, engine)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: already exists and is not empty; choose a new --out")
+    out = out_dir(out)
+    if frame and not Path(frame).is_file():
+        raise ConfigError(f"--frame {frame}: no such file")
+    check_models(files, engines)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _write_bundle(files, work, platform, python, engines, frame)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_bundle(files: list[Path], out: Path, platform: str, python: str, engines: list[str],
+                  frame: str | None) -> dict:
+    """The bundle's contents in `out`; returns its manifest with the size in bytes."""
+    import os
+    import time
+
+    from lunarseg.runtime.bundle_check import MANIFEST
+
     extras = ENGINES[engines[0]][0] if len(engines) == 1 else "runtime"
     wheels = build_wheelhouse(out / "wheels", extras, platform, python)
     sample = sample_frame(frame, out / "sample" / "frame.png")
@@ -198,18 +271,32 @@ def make_bundle(models: list[str], out: str | Path, platform: str, python: str =
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     atomic.write_text(out / "README.md", README.format(
         platform=platform, python=python, created=created, host=os.uname().machine, engines=", ".join(engines),
-        models=", ".join(bundle_names(files)), extras=extras, first=bundle_names(files)[0]))
+        models=", ".join(bundle_names(files)), extras=extras, first=bundle_names(files)[0], glibc=glibc_needed(wheels)))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     manifest = {"platform": platform, "python": python, "engines": engines, "extras": extras, "models": entries,
-                "wheels": wheels, "created": created}
+                "wheels": wheels, "created": created, "glibc": glibc_needed(wheels)}
     atomic.write_json(out / MANIFEST, manifest)
     manifest["bytes"] = size
     return manifest
+
+
+def glibc_needed(wheels: list[str]) -> str:
+    """The newest glibc any wheel's manylinux tag asks for ('2.28'); a wheel with several tags needs its oldest."""
+    import re
+
+    needs = []
+    for name in wheels:
+        tags = [(int(a), int(b)) for a, b in re.findall(r"manylinux_(\d+)_(\d+)_", name)]
+        tags += [(2, 17)] * ("manylinux2014" in name)
+        if tags:
+            needs.append(min(tags))
+    major, minor = max(needs, default=(2, 17))
+    return f"{major}.{minor}"
 
 
 def _bundle(args) -> int:
     m = make_bundle(args.models, args.out, args.platform, args.python, args.engine, args.frame)
     print(f"bundle {args.out}: {len(m['models'])} model(s), {len(m['wheels'])} wheels for {m['platform']} / "
           f"Python {m['python']} ({m['extras']}), {m['bytes'] / 1e6:.1f} MB")
-    print(f"on the board: sh {args.out}/install.sh && sh {args.out}/check.sh")
+    print(f"on the board: sh {args.out}/install.sh && sh {args.out}/check.sh (glibc >= {m['glibc']})")
     return 0

@@ -3,6 +3,7 @@ synth → train → evaluate → compress → export → bench → select → se
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -299,6 +300,7 @@ def _segment(d: DemoRun) -> None:
     from lunarseg.data.loader import DatasetIndex
 
     frames = [str(p.image_path) for p in DatasetIndex.scan(d.data).split("test")[: d.cfg.sample_frames]]
+    shutil.rmtree(segments, ignore_errors=True)  # the demo's own folder: a rerun starts it afresh
     cli_main(["segment", d.choice["artifact"], *frames, "--out", str(segments), "--overlay",
               "--backend", d.choice.get("engine", "auto")])
 

@@ -47,6 +47,9 @@ def _summary(rec) -> str:
 def _export(args) -> int:
     import sys
     import warnings
+    from pathlib import Path
+
+    from lunarseg.runtime.errors import DatasetError
 
     from lunarseg.export.exporter import export_model, export_run
     from lunarseg.export.formats import resolve_formats
@@ -57,6 +60,8 @@ def _export(args) -> int:
 
     resolve_formats(args.formats)  # an unknown name or a malformed size fails before TensorFlow loads
     parse_sizes(args.sizes)
+    if args.data is not None and not Path(args.data).is_dir():  # a typo, not a reason for synthetic frames
+        raise DatasetError(f"--data {args.data}: no such dataset directory")
     warnings.simplefilter("always", ExportWarning)
     warnings.showwarning = lambda msg, cat, *a, **k: print(f"lunarseg export: warning: {msg}", file=sys.stderr)
     kw = dict(data_dir=args.data, out_dir=args.out, max_iou_drop=args.max_iou_drop, io=args.io,

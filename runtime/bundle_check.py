@@ -1,7 +1,7 @@
 """On the board: segment a bundle's sample frame with each of its models and compare the masks with
 the ones the workstation's runtime gave when the bundle was made (`check.sh` runs this).
 
-    python -m lunarseg.runtime.bundle_check BUNDLE_DIR     # exit 0 all agree, 1 one does not
+    python -m lunarseg.runtime.bundle_check BUNDLE_DIR     # exit 0 all agree, 1 one does not or cannot run
 
 A float model must agree on >= 99.9 % of the pixels, an int8 one on >= 99.5 %: ARM int8 kernels
 round differently from x86 ones, float kernels barely at all.
@@ -32,7 +32,6 @@ def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def check_bundle(root: str | Path, engine: str = "auto") -> list[dict]:
     """One row per model of the bundle: engine, agreement, the limit, ok."""
-    from lunarseg.runtime.imageio import read_image
     from lunarseg.runtime.segmenter import Segmenter
 
     root = Path(root)
@@ -41,17 +40,31 @@ def check_bundle(root: str | Path, engine: str = "auto") -> list[dict]:
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{root}: not a lunarseg bundle ({MANIFEST}: {exc})") from None
     rows = []
-    for entry in manifest["models"]:
-        seg = Segmenter.from_file(root / entry["path"], threads=1, backend=entry.get("engine", engine))
+    for entry in manifest["models"]:  # every model is checked: one that cannot run fails its own row
+        try:
+            seg = Segmenter.from_file(root / entry["path"], threads=1, backend=entry.get("engine", engine))
+        except LunarsegError as exc:
+            rows.append({"model": entry["path"], "engine": entry.get("engine", engine), "ok": False, "error": str(exc)})
+            continue
         for sample in entry["samples"]:
-            got = seg.segment(read_image(root / sample["frame"])).classes
-            expected = read_image(root / sample["expected"])
-            expected = expected if expected.ndim == 2 else expected[..., 0]
-            agree = pixel_agreement(got, expected)
-            limit = min_agreement(seg.meta.quantization.get("mode", "none"))
             rows.append({"model": entry["path"], "engine": seg.backend_name, "frame": sample["frame"],
-                         "agreement": round(agree, 6), "min": limit, "ok": agree >= limit})
+                         **_compare(seg, root / sample["frame"], root / sample["expected"])})
     return rows
+
+
+def _compare(seg, frame: Path, expected_path: Path) -> dict:
+    """The sample's mask against the workstation's: agreement, the limit and ok, or why they cannot compare."""
+    from lunarseg.runtime.imageio import read_image
+
+    got = seg.segment(read_image(frame)).classes
+    expected = read_image(expected_path)
+    expected = expected if expected.ndim == 2 else expected[..., 0]
+    limit = min_agreement(seg.meta.quantization.get("mode", "none"))
+    if got.shape != expected.shape:
+        return {"min": limit, "ok": False, "error": f"the mask is {got.shape[1]}x{got.shape[0]}, the workstation's "
+                f"{expected_path.name} {expected.shape[1]}x{expected.shape[0]}: the bundle's files do not belong together"}
+    agree = pixel_agreement(got, expected)
+    return {"agreement": round(agree, 6), "min": limit, "ok": agree >= limit}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle check: error: {exc}", file=sys.stderr)
         return exc.exit_code
     for r in rows:
-        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['model']} on {r['engine']}: {r['agreement']:.4%} of pixels agree "
-              f"with the workstation's mask (needs {r['min']:.1%})")
+        if "error" in r:
+            print(f"FAIL {r['model']} on {r['engine']}: {r['error']}")
+        else:
+            print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['model']} on {r['engine']}: {r['agreement']:.4%} of pixels "
+                  f"agree with the workstation's mask (needs {r['min']:.1%})")
     return 0 if rows and all(r["ok"] for r in rows) else 1
 
 

@@ -83,6 +83,31 @@ def test_report_table_lists_every_variant(run, pqat):
     assert all(r["macs"] and r["macs"] > 0 for r in rows), [(r["variant"], r["macs"]) for r in rows]
 
 
+def test_report_names_damaged_variants_instead_of_failing_and_compares_gzip_with_the_trained_model(run, pqat,
+                                                                                                    tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    (copy / "compressed/broken").mkdir()
+    from lunarseg.train import checkpoint
+
+    shutil.copy(checkpoint.model_file(copy / "compressed/pruned50-pqat"), copy / "compressed/broken")
+    (copy / "compressed/broken/meta.json").write_text("{bad")
+    (copy / "compressed/half").mkdir()
+    (copy / "compressed/half/meta.json").write_text("{}")
+    from lunarseg.train.compress import skipped_variants
+
+    rows = report_rows(copy)
+    assert "broken" not in [r["variant"] for r in rows]
+    assert skipped_variants(copy) == [
+        "broken: not listed (meta.json is not readable; an interrupted fine-tune resumes with --resume)",
+        "half: not listed (no model file; an interrupted fine-tune resumes with --resume)"]
+    table = format_report(rows)
+    trained_row = next(line for line in table.splitlines() if line.startswith("| (trained) |"))
+    assert "| 1.00 |" in trained_row and "nan" not in table
+
+
 @pytest.mark.parametrize("bad,message", [
     (dict(sparsity=1.2), r"sparsity must be in \[0, 0.99\], got 1.2"),
     (dict(sparsity=-0.1), r"sparsity must be in \[0, 0.99\]"),

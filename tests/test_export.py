@@ -245,6 +245,8 @@ def test_cli_exports_and_prints_the_manifest_path(run_dir, tmp_path, monkeypatch
     assert main(["export", str(run_dir), "--formats", "tflite-fp32,onnx-fp8"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lunarseg export: error: unknown export format 'onnx-fp8'; valid: ") and "\n" not in err
+    assert main(["export", str(run_dir), "--formats", "onnx-fp32", "--data", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == f"lunarseg export: error: --data {tmp_path / 'nowhere'}: no such dataset directory"
 
 
 def test_variants_export_under_export_variant_and_share_the_runs_manifest(run_dir, tmp_path):

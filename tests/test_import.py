@@ -140,6 +140,14 @@ def test_four_class_softmax_model_takes_the_kaggle_class_order(zoo, tmp_path):
     assert preprocess.rock_classes(meta) == (2, 3)
 
 
+def test_evaluate_reports_per_class_figures_under_the_class_names_given_at_import(zoo, synth, tmp_path):
+    from lunarseg.train.evaluate import evaluate
+
+    import_model(zoo["cls4"], tmp_path / "run", ImportOptions(classes=["background", "sky", "small_rock", "big_rock"]))
+    report = evaluate(tmp_path / "run", synth, split="test")
+    assert list(report["per_class_iou"]) == ["background", "sky", "small_rock", "big_rock"]
+
+
 def _one_line_error(capsys, argv) -> str:
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
@@ -160,6 +168,7 @@ def _one_line_error(capsys, argv) -> str:
     ("cls4", ["--classes", "background,sky,pebble,boulder", "--rock-classes", "pebble,boulder"],
      "--rock-classes pebble,boulder: lunarseg finds rock classes by name"),
     ("cls4", ["--rock-classes", "boulder"], "--rock-classes names boulder, not among --classes"),
+    ("cls4", ["--threshold", "0.3"], "--threshold applies to a sigmoid head; this model's softmax head"),
     ("logits", [], "model output layer 'head' (Conv2D) is linear (logits)"),
     ("free", [], "takes any input size; give the size to run it at with --size WIDTHxHEIGHT"),
     ("free", ["--size", "31x31"], "--size 31x31: the model cannot be built at this size"),

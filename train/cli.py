@@ -135,7 +135,8 @@ def _register_import(sub) -> None:
     i.add_argument("--mean", type=float, help="model input = (pixel / 255 - mean) / std, mean and std on the 0-1 "
                    "scale (instead of --scale/--offset)")
     i.add_argument("--std", type=float, help="see --mean")
-    i.add_argument("--threshold", type=float, default=0.5, help="rock probability threshold of a sigmoid head")
+    i.add_argument("--threshold", type=float, default=None, help="rock probability threshold of a sigmoid head "
+                   "(default 0.5; refused for a softmax head)")
     i.set_defaults(func=_import)
 
 
@@ -237,11 +238,13 @@ def compress_configs(args) -> list:
 
 def _compress(args) -> int:
     """Make the variants asked for (unless --report), then print the table of every variant."""
-    from lunarseg.train.compress import format_report, report_rows
+    from lunarseg.train.compress import format_report, report_rows, skipped_variants
 
     if not args.report:
         _make_variants(args)
     print(format_report(report_rows(args.run)))
+    for line in skipped_variants(args.run):
+        print(line)
     return 0
 
 

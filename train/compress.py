@@ -745,7 +745,8 @@ def report_rows(run_dir: str | Path) -> list[dict]:
     import gzip
 
     model_path, meta = checkpoint.resolve_model(run_dir)
-    variants = [(d, json.loads((d / "meta.json").read_text())) for d in checkpoint.variant_dirs(run_dir)]
+    variants = [(d, vmeta) for d in checkpoint.variant_dirs(run_dir)
+                if (vmeta := _readable_variant_meta(d)) is not None]
     summaries = [vmeta["extra"].get("compress", {}) for _, vmeta in variants]
     base_iou = meta.val_metrics.get("iou")
     if base_iou is None:  # an imported model: the fine-tunes measured it on their validation split
@@ -758,15 +759,36 @@ def report_rows(run_dir: str | Path) -> list[dict]:
     for (d, vmeta), comp in zip(variants, summaries):
         data = checkpoint.model_file(d).read_bytes()
         rows.append({"variant": d.name, "sparsity": vmeta["sparsity"], "bytes": len(data),
-                     "gzip_bytes": len(gzip.compress(data, 9)), "val_iou": comp.get("val_iou_after", float("nan")),
-                     "iou_drop": comp.get("iou_drop", float("nan")), "iou_drop_ci": comp.get("iou_drop_ci"),
+                     "gzip_bytes": len(gzip.compress(data, 9)), "val_iou": comp.get("val_iou_after"),
+                     "iou_drop": comp.get("iou_drop"), "iou_drop_ci": comp.get("iou_drop_ci"),
                      "frame_rock_counts": comp.get("val_frame_rock_counts"), "qat": bool(vmeta["extra"].get("qat")),
                      "macs": comp.get("macs", vmeta["extra"].get("macs")), "continued_from": comp.get("continued_from")})
-    control = next((r for r in rows if r["variant"] == CONTROL), None)
+    control = next((r for r in rows if r["variant"] == CONTROL and r["val_iou"] is not None), None)
     for r in rows:
         r["drop_vs_control"] = None if control is None or r["val_iou"] is None else control["val_iou"] - r["val_iou"]
         r["drop_vs_control_ci"] = None if control is None or r is control else drop_interval_between(control, r)
     return rows
+
+
+def _readable_variant_meta(folder: Path) -> dict | None:
+    """A variant folder's meta.json, or None (the report then names it as skipped) when it is unreadable."""
+    try:
+        vmeta = json.loads((folder / "meta.json").read_text())
+        return vmeta if isinstance(vmeta, dict) and isinstance(vmeta.get("extra"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def skipped_variants(run_dir: str | Path) -> list[str]:
+    """RUN/compressed folders the report leaves out, each with why (an interrupted or damaged variant)."""
+    root = Path(run_dir) / "compressed"
+    listed = {d.name for d in checkpoint.variant_dirs(run_dir) if _readable_variant_meta(d) is not None}
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in listed) if root.is_dir() else []:
+        why = ("no model file" if not checkpoint.model_file(d).exists() else
+               "no meta.json" if not (d / "meta.json").exists() else "meta.json is not readable")
+        out.append(f"{d.name}: not listed ({why}; an interrupted fine-tune resumes with --resume)")
+    return out
 
 
 def convergence_note(rows: list[dict]) -> str:
@@ -774,6 +796,8 @@ def convergence_note(rows: list[dict]) -> str:
     control = next((r for r in rows if r["variant"] == CONTROL), None)
     if control is None:
         return f"no dense control ({CONTROL}): drops are against the trained model only"
+    if control.get("iou_drop") is None:
+        return f"the dense control ({CONTROL}) has no measured drop: convergence unknown"
     gain = -control["iou_drop"]
     interval = control.get("iou_drop_ci")
     gain_text = drop_with_interval(gain, interval and [-interval[1], -interval[0]], "+.4f")
@@ -784,16 +808,17 @@ def convergence_note(rows: list[dict]) -> str:
 
 def format_report(rows: list[dict]) -> str:
     """The report_rows as a markdown table, then the convergence note."""
-    head = ("| variant | sparsity | GMAC | bytes | gzip bytes | gzip/dense | val IoU | IoU drop | drop vs control | QAT |\n"
+    head = ("| variant | sparsity | GMAC | bytes | gzip bytes | gzip / trained's | val IoU | IoU drop | drop vs control | QAT |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
     lines = [head]
+    trained_gzip = rows[0]["gzip_bytes"]
     for r in rows:
         gmac = f"{r['macs'] / 1e9:.3f}" if r.get("macs") else "—"
         vs = "—" if r.get("drop_vs_control") is None else drop_with_interval(r["drop_vs_control"], r.get("drop_vs_control_ci"), "+.4f")
         val = "unknown" if r["val_iou"] is None else f"{r['val_iou']:.4f}"
         drop = "—" if r["iou_drop"] is None else drop_with_interval(r["iou_drop"], r.get("iou_drop_ci"), "+.4f")
         lines.append(f"| {r['variant']} | {r['sparsity']:.3f} | {gmac} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
-                     f"{r['gzip_bytes'] / r['bytes']:.2f} | {val} | {drop} | {vs} | "
+                     f"{r['gzip_bytes'] / trained_gzip:.2f} | {val} | {drop} | {vs} | "
                      f"{'yes' if r['qat'] else ''} |")
     taken = [f"{r['variant']} started from the finished {r['continued_from']} (the same first phases, not run twice)"
              for r in rows if r.get("continued_from")]

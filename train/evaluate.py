@@ -25,9 +25,10 @@ def to_classes(probs: np.ndarray, task: str, threshold: float) -> np.ndarray:
     return np.stack([probs_to_classes(p, rule) for p in probs]) if len(probs) else np.zeros(probs.shape[:-1], np.uint8)
 
 
-def score_classes(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
-    """Pixel scores of N×H×W class maps against the labels."""
-    acc = MetricAccumulator(class_names(task))
+def score_classes(pred: np.ndarray, y: np.ndarray, task: str, names=None) -> dict:
+    """Pixel scores of N×H×W class maps against the labels; per-class figures under `names` (the
+    model's own class names), else the task's defaults."""
+    acc = MetricAccumulator(tuple(names) if names else class_names(task))
     for t, p in zip(y, pred):
         acc.update(t, p)
     return acc.result()
@@ -196,7 +197,7 @@ def evaluate(model_path: str | Path, data_dir: str | Path, *, split: str = "test
     x = normalise(np.asarray(arrays.x), meta)
     probs = np.concatenate([model.predict(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)], axis=0)
     pred = to_classes(probs, meta.task, meta.threshold)
-    report = score_classes(pred, arrays.y, meta.task)
+    report = score_classes(pred, arrays.y, meta.task, meta.class_names)
     report.update({"model": str(model_path), "split": split, "threshold": meta.threshold, "task": meta.task})
     report["recall_by_rock_size"] = recall_by_rock_size(pred, arrays.y, meta.task)
     report["objects"] = object_scores(pred, arrays.y, meta.task)

@@ -41,7 +41,7 @@ class ImportOptions:
     offset: float | None = None
     mean: float | None = None  # on the 0–1 scale: x = (pixel / 255 - mean) / std
     std: float | None = None
-    threshold: float = 0.5
+    threshold: float | None = None  # sigmoid heads only; None = 0.5
     extra: dict = field(default_factory=dict)
 
 
@@ -258,12 +258,16 @@ def infer_meta(model, opts: ImportOptions, source: dict, parent_hash: str) -> Mo
     task = task_of(model, activation, opts)
     names = class_names(task, opts)
     norm, given = normalisation(opts)
-    if not 0.0 < opts.threshold < 1.0:
-        raise ConfigError(f"--threshold must be in (0, 1), got {opts.threshold}")
+    if opts.threshold is not None and activation != "sigmoid":
+        raise ConfigError(f"--threshold applies to a sigmoid head; this model's {activation} head takes the "
+                          "most likely class (argmax)")
+    threshold = 0.5 if opts.threshold is None else opts.threshold
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"--threshold must be in (0, 1), got {threshold}")
     _, h, w, c = model.input_shape
     meta = ModelMeta(task=task, class_names=names, input_shape=[1, int(h), int(w), int(c)],
                      colour_mode=colour_mode(model, opts), normalisation=norm, output_activation=activation,
-                     threshold=float(opts.threshold), train_config={}, val_metrics={"iou": None, "dice": None},
+                     threshold=float(threshold), train_config={}, val_metrics={"iou": None, "dice": None},
                      parent_hash=parent_hash, format="keras",
                      extra={"imported": {**source, "normalisation_given": given}, "data_dir": "",
                             "macs": count_macs(model), "params": int(model.count_params()), **opts.extra})
