@@ -98,14 +98,19 @@ def charge_size_cost(rows: list[dict]) -> str | None:
     return changed
 
 
-def _reason(win: dict, fits: list[dict], rows: list[dict], objective: str, max_iou_drop: float, sizes: list[str]) -> str:
+def _figure(row: dict, objective: str) -> str:
+    """The objective's figure of a row with its unit: '12.70 ms', '453,333 gzip bytes'."""
     key, unit = OBJECTIVES[objective]
+    return f"{row[key]:,.0f} {unit}" if objective == "size" else f"{row[key]:,.2f} {unit}"
+
+
+def _reason(win: dict, fits: list[dict], rows: list[dict], objective: str, max_iou_drop: float, sizes: list[str]) -> str:
     among = f" at {len(sizes)} input sizes ({', '.join(sizes)})" if len(sizes) > 1 else ""
-    reason = (f"{_label(win)}: lowest {objective} ({win[key]:,.2f} {unit}) among {len(fits)} of "
+    reason = (f"{_label(win)}: lowest {objective} ({_figure(win, objective)}) among {len(fits)} of "
               f"{len(rows)} artifacts{among} with IoU drop <= {max_iou_drop} (its drop {win['iou_drop']:+.4f}, "
               f"IoU {win['iou']:.4f})")
     if len(fits) > 1:
-        reason += f"; runner-up {_label(fits[1])} at {fits[1][key]:,.2f} {unit}"
+        reason += f"; runner-up {_label(fits[1])} at {_figure(fits[1], objective)}"
     return reason
 
 

@@ -166,7 +166,7 @@ def _one_line_error(capsys, argv) -> str:
     ("h5", ["--size", "32x32"], "--size 32x32 does not match the model's input 64x64"),
     ("cls4", ["--classes", "bg,pebble,sky,boulder"], "the rock classes must be class(es) [2, 3]"),
     ("cls4", ["--classes", "background,sky,pebble,boulder", "--rock-classes", "pebble,boulder"],
-     "--rock-classes pebble,boulder: lunarseg finds rock classes by name"),
+     "--rock-classes pebble,boulder: with these class names the rock class(es) are"),
     ("cls4", ["--rock-classes", "boulder"], "--rock-classes names boulder, not among --classes"),
     ("cls4", ["--threshold", "0.3"], "--threshold applies to a sigmoid head; this model's softmax head"),
     ("logits", [], "model output layer 'head' (Conv2D) is linear (logits)"),

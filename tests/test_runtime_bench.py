@@ -72,3 +72,12 @@ def test_overhead_is_segment_minus_engine_and_the_share_is_pre_plus_post_over_en
     assert (o["overhead_share_pct"], o["overhead_share_planner_pct"]) == (15.0, 12.5)
     assert o["over_target"] is False  # 15 % is the target itself, not over it
     assert o["frame_hw"] == [48, 72] and o["frame_channels"] == 1 and o["frames"] == 5
+
+
+@pytest.mark.parametrize("flag,value", [("--frames", "0"), ("--soak", "-1"), ("--cold-runs", "0"), ("--threads", "0")])
+def test_counts_that_would_measure_nothing_are_refused_in_one_line(models, tmp_path, capsys, flag, value):
+    from lunarseg.benchmarks.runtime_bench import main
+
+    assert main([models["bin.onnx"], "--out", str(tmp_path), flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"runtime_bench: error: {flag} must be at least")

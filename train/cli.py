@@ -127,7 +127,8 @@ def _register_import(sub) -> None:
                    "4 softmax channels = 4class)")
     i.add_argument("--classes", help="class names in output-channel order, comma-separated (default: the task's: "
                    "background,rock or background,sky,small_rock,large_rock)")
-    i.add_argument("--rock-classes", help="the classes that are rock, comma-separated (checked against the names)")
+    i.add_argument("--rock-classes", help="a check, comma-separated: the classes you expect to count as rock "
+                   "(lunarseg counts the classes named '*rock*', else every class but the first)")
     i.add_argument("--colour", choices=sorted(COLOURS.values()), help="default: from the input channels (1 gray, 3 rgb)")
     i.add_argument("--size", help="input WIDTHxHEIGHT, for models that take any size")
     i.add_argument("--scale", type=float, help="model input = pixel (0-255) * scale + offset (default 1/255)")

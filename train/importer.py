@@ -240,8 +240,10 @@ def class_names(task: str, opts: ImportOptions) -> list[str]:
             raise ConfigError(f"--rock-classes names {','.join(unknown)}, not among --classes {','.join(names)}")
         wanted = tuple(sorted(names.index(n) for n in opts.rock_classes))
         if wanted != found:
-            raise ConfigError(f"--rock-classes {','.join(opts.rock_classes)}: lunarseg finds rock classes by name "
-                              "('rock' in the class name, e.g. small_rock,large_rock); name them so in --classes")
+            raise ConfigError(f"--rock-classes {','.join(opts.rock_classes)}: with these class names the rock "
+                              f"class(es) are {','.join(names[i] for i in found)} (lunarseg's rule: the classes named "
+                              "'*rock*', else every class but the first); the model's rock classes are decided by its "
+                              "class order, so name them in --classes")
     if found != rule:
         rock_names = ",".join(CLASS_NAMES[task][i] for i in rule)
         raise ConfigError(f"--classes {','.join(names)}: the rock classes must be class(es) {list(rule)} of a {task} "
