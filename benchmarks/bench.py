@@ -77,6 +77,10 @@ def run_child(path: Path, data: Path, threads: int, pin_cpu: int, frames: int, r
                 elif line.strip():
                     last = line.strip()
             proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM here: the measuring child goes too
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             timer.cancel()
         err.seek(0)

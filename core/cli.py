@@ -25,6 +25,10 @@ COMMAND_MODULES = (
     "lunarseg.demo",
     "lunarseg.bundle",
 )
+# What to do after a stop signal, for the subcommands that keep their finished work.
+RESUME_HINTS = {"train": "run the same command with --resume to continue from the last finished epoch",
+                "compress": "run the same command with --resume to continue the interrupted variant",
+                "demo": "run the same command again to continue: finished stages are kept"}
 # Subcommands that load TensorFlow in this process (the others never do).
 TENSORFLOW_COMMANDS = {"train", "evaluate", "compress", "export", "demo"}
 
@@ -88,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupts.Terminated)
         status, word = interrupts.exit_status(exc)
-        print(f"lunarseg {args.command}: {word}", file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command)
+        print(f"lunarseg {args.command}: {word}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return status
     except OSError as exc:  # permissions, full disk, missing directories: one line, no traceback
         print(f"lunarseg {args.command}: error: {exc}", file=sys.stderr)

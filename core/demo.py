@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lunarseg.runtime import atomic
@@ -324,11 +324,36 @@ STAGES = (
 )
 
 
+# The fewest scenes whose hash split gives train, val and test frames to every stage.
+MIN_FRAMES = 12
+OPTIONS_FILE = "demo_options.json"
+
+
+def _same_options(out: Path, cfg: DemoConfig) -> None:
+    """A rerun into the same --out continues that demo: with other options it would silently keep the
+    finished stages' data and model, so it is refused, naming what differs."""
+    import json
+
+    path = out / OPTIONS_FILE
+    now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as read back
+    if path.exists():
+        before = _read_json(path)
+        differs = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        if differs:
+            shown = ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in differs[:4])
+            raise ConfigError(f"{out} holds a demo made with other options ({shown}); rerun it with its own options "
+                              "to continue it, or choose a new --out")
+    elif any(out.iterdir()):
+        return  # a demo made before options were recorded: continued as it is
+    atomic.write_json(path, now)
+
+
 def run_demo(out: Path, cfg: DemoConfig, workers: int = 2) -> dict:
     """Run every stage in order, then print the bench table, the limit violations and the outputs."""
     from lunarseg.train.config import TrainConfig
 
     out.mkdir(parents=True, exist_ok=True)
+    _same_options(out, cfg)
     d = DemoRun(out, cfg, workers, StageClock(), variants=demo_variants(cfg))
     d.tcfg = TrainConfig(width=cfg.model_size[0], height=cfg.model_size[1], depth=cfg.depth, filters=cfg.filters,
                          arch=cfg.arch, crop_width=cfg.crop[0], crop_height=cfg.crop[1], learning_rate=cfg.learning_rate,
@@ -468,17 +493,27 @@ def _plan(cfg: DemoConfig, tcfg, data: Path, variants: list, clock: StageClock, 
 def _demo(args) -> int:
     from lunarseg.runtime.errors import unknown_key
 
+    import math
+
     name = "quick" if args.quick else args.profile
     if name not in PROFILES:
         raise unknown_key("demo profile", name, tuple(PROFILES))
     cfg = PROFILES[name]
     if args.budget_min is not None:
-        if args.budget_min < 0:
-            raise ConfigError(f"--budget-min must be >= 0 (0 = the profile's fixed epochs), got {args.budget_min:g}")
+        if not math.isfinite(args.budget_min) or args.budget_min < 0:
+            raise ConfigError(f"--budget-min must be a finite number >= 0 (0 = the profile's fixed epochs), "
+                              f"got {args.budget_min:g}")
         cfg = replace(cfg, budget_min=args.budget_min)
+    for flag, value, least in (("--frames", args.frames, MIN_FRAMES), ("--epochs", args.epochs, 1),
+                               ("--workers", args.workers, 1)):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
     if args.frames:
         cfg = replace(cfg, frames=args.frames)
     if args.epochs:
         cfg = replace(cfg, epochs=args.epochs)
-    run_demo(Path(args.out), cfg, workers=args.workers)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    run_demo(out, cfg, workers=args.workers)
     return 0

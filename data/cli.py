@@ -65,10 +65,23 @@ def _at_least(name: str, value: int, low: int) -> None:
         raise ConfigError(f"{name} must be at least {low}, got {value}")
 
 
+# Pixels a synthetic frame may have: above, the generator's float buffers would not fit in memory.
+MAX_SYNTH_PIXELS = 40_000_000
+
+
 def _synth(args) -> int:
+    from pathlib import Path
+
     size = parse_size(args.size)
     _at_least("--count", args.count, 1)
     _at_least("--workers", args.workers, 1)
+    _at_least("--seed", args.seed, 0)
+    if size[0] * size[1] > MAX_SYNTH_PIXELS:
+        raise ConfigError(f"--size {args.size}: at most {MAX_SYNTH_PIXELS:,} pixels per frame")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists and is not an empty folder: a dataset written over another "
+                          "would mix the two; choose a new --out")
     from lunarseg.data.synth import write_dataset
 
     summary = write_dataset(args.out, args.count, size=size, seed=args.seed, workers=args.workers)
@@ -91,7 +104,11 @@ def _check(args) -> int:
 
 
 def _preview(args) -> int:
+    from pathlib import Path
+
     _at_least("--count", args.count, 1)
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; give the PNG file to write, e.g. {Path(args.out) / 'preview.png'}")
     from lunarseg.data.preview import write_preview
 
     print(write_preview(args.root, args.out, count=args.count))

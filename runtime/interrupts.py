@@ -3,6 +3,7 @@ both until it ends, so that a frame's outputs are written whole or not at all.""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -16,7 +17,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: the same clean-up as Ctrl-C, its own exit status."""
 
 
+_OWNER = {"pid": None}  # the process that installed the handler
+
+
 def _raise_terminated(signum, frame) -> None:
+    if os.getpid() != _OWNER["pid"]:  # a forked worker (multiprocessing) inherited the handler: die as usual
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
@@ -30,6 +38,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
+    _OWNER["pid"] = os.getpid()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield

@@ -1,5 +1,7 @@
 """The demo's time budget: epochs chosen from the measured training speed fit the budget, a slower
 machine trains less, nothing exceeds its defaults, and bad budgets or profiles are refused."""
+from dataclasses import replace
+
 import pytest
 
 from lunarseg.budget import MIN_TRAIN_EPOCHS, StageCosts, VariantWork, plan_demo
@@ -77,12 +79,27 @@ def test_minimum_above_a_variants_default_refused():
 
 
 @pytest.mark.parametrize("argv, message", [(["--profile", "fastest"], "unknown demo profile 'fastest'"),
-                                           (["--budget-min", "-3"], "--budget-min must be >= 0")])
+                                           (["--budget-min", "-3"], "--budget-min must be a finite number >= 0"),
+                                           (["--budget-min", "nan"], "--budget-min must be a finite number >= 0"),
+                                           (["--frames", "-5"], "--frames must be at least 12, got -5"),
+                                           (["--epochs", "-1"], "--epochs must be at least 1, got -1"),
+                                           (["--workers", "0"], "--workers must be at least 1, got 0")])
 def test_demo_refuses_bad_profile_or_budget_in_one_line(tmp_path, capsys, argv, message):
     assert main(["demo", "--out", str(tmp_path / "d"), *argv]) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_a_demo_rerun_with_other_options_is_refused_naming_them(tmp_path, capsys):
+    from lunarseg.demo import PROFILES, _same_options
+
+    out = tmp_path / "d"
+    out.mkdir()
+    _same_options(out, PROFILES["quick"])
+    _same_options(out, PROFILES["quick"])  # the same options: the demo continues
+    with pytest.raises(ConfigError, match=r"holds a demo made with other options \(epochs 2 -> 3, frames 24 -> 30\)"):
+        _same_options(out, replace(PROFILES["quick"], frames=30, epochs=3))
 
 
 def test_after_training_the_whole_time_left_goes_to_the_variants():

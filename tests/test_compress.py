@@ -113,6 +113,12 @@ def test_report_names_damaged_variants_instead_of_failing_and_compares_gzip_with
     (dict(sparsity=-0.1), r"sparsity must be in \[0, 0.99\]"),
     (dict(schedule="cubic"), r"unknown schedule 'cubic'; valid: constant, polynomial"),
     (dict(preserve_sparsity=True, sparsity=0.5), r"--preserve-sparsity is a QAT scheme; add --qat"),
+    (dict(learning_rate=float("nan")), r"learning rate must be a finite number > 0, got nan"),
+    (dict(learning_rate=-1.0), r"learning rate must be a finite number > 0, got -1.0"),
+    (dict(distill=float("nan")), r"distillation weight must be a finite number >= 0, got nan"),
+    (dict(batch_size=0), r"batch-size must be at least 1, got 0"),
+    (dict(qat_epochs=-1), r"qat-epochs must be at least 0, got -1"),
+    (dict(name="../../escape"), r"--name '../../escape': a variant name is a folder under RUN/compressed"),
 ])
 def test_bad_compress_options_are_refused_with_a_reason(bad, message):
     with pytest.raises(ConfigError, match=message):

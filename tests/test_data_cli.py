@@ -45,6 +45,18 @@ def test_synth_count_or_workers_below_one_is_an_error(tmp_path, capsys, option):
     assert f"{option} must be at least 1, got 0" in line
 
 
+def test_synth_refuses_to_write_over_another_dataset_or_other_files(synthetic_root, tmp_path, capsys):
+    line = _one_line_error(capsys, "data", "synth", "--out", str(synthetic_root), "--count", "2", "--size", "96x64")
+    assert "already exists and is not an empty folder" in line
+    assert len(list((synthetic_root / "images" / "render").iterdir())) == 4  # untouched
+
+
+@pytest.mark.parametrize("args, message", [(["--seed", "-1"], "--seed must be at least 0, got -1"),
+                                           (["--size", "100000x100000"], "at most 40,000,000 pixels per frame")])
+def test_synth_refuses_a_negative_seed_or_a_frame_too_big_to_draw(tmp_path, capsys, args, message):
+    assert message in _one_line_error(capsys, "data", "synth", "--out", str(tmp_path / "d"), "--count", "1", *args)
+
+
 def test_check_passes_a_synthetic_tree(synthetic_root, capsys):
     code, out, _ = _run(capsys, "data", "check", str(synthetic_root))
     assert code == 0 and "4 frame pairs" in out and "no problems" in out and "small_rock" in out

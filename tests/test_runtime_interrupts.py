@@ -50,3 +50,30 @@ def test_progress_shows_no_rate_until_it_means_something():
     bar = Progress(17, desc="segment", unit="frame", stream=tty)
     bar.update(failed=1)  # one frame that failed at once
     assert "1/17 - frame/s eta -" in tty.text
+
+
+def test_a_forked_worker_that_inherited_the_handler_is_terminated_quietly():
+    import multiprocessing
+    import time
+
+    with interrupts.sigterm_as_interrupt():
+        ctx = multiprocessing.get_context("fork")
+        worker = ctx.Process(target=time.sleep, args=(30,))
+        worker.start()
+        time.sleep(0.2)
+        worker.terminate()  # SIGTERM, as Pool.terminate() sends it
+        worker.join(10)
+    assert worker.exitcode == -signal.SIGTERM  # died of the signal, no Terminated traceback in the worker
+
+
+def test_a_stopped_command_that_keeps_its_work_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import lunarseg.demo as demo
+    from lunarseg.cli import main
+
+    def stopped(*a, **k):
+        raise interrupts.Terminated()
+
+    monkeypatch.setattr(demo, "run_demo", stopped)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 143
+    assert capsys.readouterr().err.strip() == ("lunarseg demo: terminated; run the same command again to continue: "
+                                               "finished stages are kept")

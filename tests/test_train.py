@@ -132,6 +132,24 @@ def test_resume_after_interruption_continues_from_the_next_epoch(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_resumed_with_other_epochs_decays_its_rate_over_the_new_length(tmp_path):
+    from lunarseg.train import schedules
+
+    data = dict(verbose=0, train_arrays=blobs(16), val_arrays=blobs(8, 1))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(epochs=40, lr_schedule="cosine"), None, tmp_path / "run", callbacks=[StopAfterFirstEpoch()],
+              **data)
+
+    class Length(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.steps = float(schedules.rate_schedule(self.model.optimizer).decay_steps.numpy())
+
+    seen = Length()
+    train(tiny_cfg(epochs=3, lr_schedule="cosine"), None, tmp_path / "run", resume=True, callbacks=[seen], **data)
+    assert seen.steps == 3 * 2  # 3 epochs of 16 frames in batches of 8, not the 40 it was started with
+
+
+@pytest.mark.slow
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(tmp_path):
     train(tiny_cfg(epochs=1), None, tmp_path / "run", verbose=0, train_arrays=blobs(8), val_arrays=blobs(8, 1))
     with pytest.raises(ConfigError, match=r"changed config: filters: 4 -> 8"):

@@ -96,6 +96,18 @@ def test_sensor_noise_augmentation_is_as_strong_as_noise_max_says():
         tiny_cfg(noise_max=1.5).validate()
 
 
+@pytest.mark.parametrize("bad,message", [
+    (dict(learning_rate=0.0), "learning rate must be a finite number > 0, got 0.0"),
+    (dict(learning_rate=float("inf")), "learning rate must be a finite number > 0, got inf"),
+    (dict(patience=-1), "patience must be at least 0, got -1"),
+    (dict(max_frames=-1), "max-frames must be at least 0, got -1"),
+    (dict(seed=-1), "seed must be at least 0, got -1"),
+])
+def test_training_values_that_mean_nothing_are_refused(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_cfg(**bad).validate()
+
+
 def test_crop_trained_run_is_saved_at_the_model_input_size(tmp_path):
     cfg = tiny_cfg(crop_width=16, crop_height=16, epochs=2)
     train(cfg, None, tmp_path / "run", verbose=0, train_arrays=blobs(16), val_arrays=blobs(8, seed=1))

@@ -66,9 +66,10 @@ def _register_evaluate(sub) -> None:
     e.add_argument("model", help="run directory, .keras/.h5 with meta.json beside it, or an exported .onnx/.tflite "
                    "(a model trained elsewhere: lunarseg import it first)")
     e.add_argument("--data", required=True)
-    e.add_argument("--split", default="test", help=" | ".join(SPLIT_NAMES))
+    e.add_argument("--split", default="test", help=" | ".join((*SPLIT_NAMES, "all", "real")) + " (real: the dataset's "
+                   "real_moon_images/ photos with their g_ masks; default test)")
     e.add_argument("--out", help="directory for the JSON report and the best/worst overlay grid")
-    e.add_argument("--max-frames", type=int, default=0)
+    e.add_argument("--max-frames", type=int, default=0, help="score at most this many frames (0 = all)")
     e.set_defaults(func=_evaluate)
 
 
@@ -198,9 +199,16 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from pathlib import Path
+
+    from lunarseg.runtime.errors import ConfigError
     from lunarseg.runtime.objects import describe_objects
     from lunarseg.train.evaluate import describe_operating_points, describe_recall_by_size, evaluate
 
+    if args.max_frames < 0:
+        raise ConfigError(f"--max-frames must be at least 0 (0 = all), got {args.max_frames}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a directory")
     report = evaluate(args.model, args.data, split=args.split, out_dir=args.out, max_frames=args.max_frames)
     keys = ("iou", "dice", "precision", "recall", "miou")
     print(" ".join(f"{k}={report[k]:.4f}" for k in keys if k in report) + f" frames={report['frames']}")

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ LR_SCHEDULES = ("constant", "cosine")
 STRUCTURES = ("unstructured", "2:4")
 
 
+# A variant's name is its folder under RUN/compressed: no path separators, no hidden or parent folder.
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
 @dataclass
 class CompressConfig:
     """One variant: slim to `width`, prune to `sparsity` (0 = no pruning), then cluster to `clusters`
@@ -87,6 +92,16 @@ class CompressConfig:
     def validate(self) -> "CompressConfig":
         if not 0.0 <= self.sparsity <= 0.99:
             raise ConfigError(f"sparsity must be in [0, 0.99], got {self.sparsity}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
+        if not math.isfinite(self.distill):
+            raise ConfigError(f"distillation weight must be a finite number >= 0, got {self.distill}")
+        for name, least in (("batch_size", 1), ("qat_epochs", 0), ("cluster_epochs", 0), ("max_frames", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
+        if self.name and not VARIANT_NAME.fullmatch(self.name):
+            raise ConfigError(f"--name {self.name!r}: a variant name is a folder under RUN/compressed: letters, digits, "
+                              "'.', '_' and '-', not starting with '.'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise unknown_key("learning-rate schedule", self.lr_schedule, LR_SCHEDULES)
         if self.schedule not in SCHEDULES:

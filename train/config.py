@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from lunarseg.runtime.errors import ConfigError, unknown_key
@@ -77,6 +78,13 @@ class TrainConfig:
         for name in ("width", "height", "depth", "filters", "epochs", "batch_size", "stem_stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
+        for name, least in (("patience", 0), ("max_frames", 0), ("seed", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
+        if self.seed >= 2 ** 32:
+            raise ConfigError(f"seed must be below 2**32, got {self.seed}")
         if not 0.0 <= self.noise_max < 1.0:
             raise ConfigError(f"noise_max must be in [0, 1), got {self.noise_max}")
         if not 0.0 <= self.dropout < 1.0:

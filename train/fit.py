@@ -186,6 +186,8 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int, schedul
 
 
 def _check_writable(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {root} exists and is not a directory")
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / ".write_probe"
@@ -210,11 +212,14 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
     # write into a scratch directory that is removed at the end, as tf.distribute recommends.
     paths = RunPaths(Path(out) if chief else Path(tempfile.mkdtemp(prefix="lunarseg-worker-")))
     _check_writable(paths.root)
+    started_for = _planned_epochs(paths) if resume else None
     state = _start_state(paths, cfg, resume)
     tr, va = _training_arrays(cfg, data_dir, train_arrays, val_arrays)
     keras.utils.set_random_seed(cfg.seed)
-    model = _model_to_fit(cfg, paths, resume, steps_per_epoch=math.ceil(len(tr.x) / cfg.batch_size),
-                          schedule_epochs=schedule_epochs)
+    steps_per_epoch = math.ceil(len(tr.x) / cfg.batch_size)
+    model = _model_to_fit(cfg, paths, resume, steps_per_epoch=steps_per_epoch, schedule_epochs=schedule_epochs)
+    if resume and started_for != cfg.epochs and schedule_epochs is None:
+        _follow_new_epochs(model, cfg.epochs * steps_per_epoch)
     keeper = RunKeeper(paths, cfg, state, write=True)
     t0, start_epoch = time.perf_counter(), state["epoch"]
     _fit_epochs(model, tr, va, cfg, keeper, [*_logging_callbacks(paths, chief), *(callbacks or [])], verbose)
@@ -236,6 +241,22 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, *, resume: bo
     return {"run": str(paths.root), "model": str(paths.model), "best_epoch": state["best_epoch"],
             "epochs": state["epoch"], "threshold": threshold, "val": val_scores,
             "train_images_per_s": round(images_per_s, 2), "seconds": round(seconds, 1)}
+
+
+def _planned_epochs(paths: RunPaths) -> int | None:
+    """The --epochs an interrupted run was started (or last resumed) with, from its state."""
+    try:
+        return int(json.loads(paths.state.read_text())["config"]["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _follow_new_epochs(model: keras.Model, steps: int) -> None:
+    """A run resumed with another --epochs: its cosine decays over the new length (a schedule that
+    cannot stretch, one-cycle, keeps its own)."""
+    lr = schedules.rate_schedule(model.optimizer)
+    if hasattr(lr, "stretch"):
+        lr.stretch(steps)
 
 
 def _start_state(paths: RunPaths, cfg: TrainConfig, resume: bool) -> dict:
