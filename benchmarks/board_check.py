@@ -127,7 +127,8 @@ def test_frames(run: Path, count: int) -> list[str]:
 
 
 def install_offline(bundle: Path, site: Path, extras: str) -> None:
-    """The bundle's wheels into `site` for aarch64, with no index: what install.sh does on the board."""
+    """The bundle's wheels into `site` for aarch64, with no index: the packages install.sh installs on the
+    board (install.sh's venv cannot run the arm64 interpreter here without binfmt)."""
     from lunarseg.platforms import pip_target_args
 
     _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(bundle / "wheels"),

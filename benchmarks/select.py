@@ -45,14 +45,26 @@ def _candidates(results: dict, engines, run: Path) -> list[dict]:
     first thread count on `engines`, each with its input size; files benched beside the run's (loose
     files, other runs) are never deployed into it."""
     first_threads = results["threads"][0]
-    rows = [{**r, "path": str(run / r["run_path"])} for r in results["rows"]
+    rows = [{**r, "path": str(run / inside)} for r in results["rows"]
             if r.get("deployable") and r["status"] == "ok" and r["threads"] == first_threads
-            and r.get("run") == results.get("run") and r.get("run_path")
-            and (not engines or r.get("engine") in engines)]
+            and (not engines or r.get("engine") in engines) and (inside := _path_in_run(r, results, run))]
     if not rows:
         on = f" on {', '.join(engines)}" if engines else ""
         raise GateError(f"no artifact of {run} was measured{on}; run `lunarseg bench {run}` first")
     return [{**r, "input_size": input_size_of(r)} for r in rows]
+
+
+def _path_in_run(row: dict, results: dict, run: Path) -> str | None:
+    """The row's file relative to the run, or None for a file of another run or a loose one. Results
+    written before bench recorded `run_path` give it by the row's path, when that lies in the run."""
+    if row.get("run") != results.get("run"):
+        return None
+    if row.get("run_path"):
+        return row["run_path"]
+    try:
+        return str(Path(row["path"]).resolve().relative_to(run.resolve()))
+    except ValueError:
+        return None
 
 
 def _read_results(path: Path) -> dict:

@@ -5,6 +5,7 @@ on the board, and a README. Rovers and field boards have no internet; the bundle
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -140,17 +141,21 @@ else
     "$py" -m venv --without-pip "$venv"
     target="$venv/bin/python"
 fi
-pip_wheel=$(ls "$here"/wheels/pip-*.whl | head -n 1)
+pip_wheel=$(ls "$here"/wheels/pip-*.whl 2>/dev/null | head -n 1)
+if [ -z "$pip_wheel" ]; then echo "install.sh: no pip wheel in $here/wheels; remake the bundle" >&2; exit 2; fi
 "$target" "$pip_wheel/pip" install --no-index --find-links "$here/wheels" "$@" pip "lunarseg[{extras}]"
 echo "installed into $(dirname "$target"): run $(dirname "$target")/lunarseg, or activate it first"
 """
 CHECK_SH = """#!/bin/sh
 # Segment the sample frame with every model of the bundle and compare with the workstation's masks.
-# Runs the venv install.sh made, else $PYTHON, else python3.
+# Runs $PYTHON if set, else the venv install.sh made ($VENV, default ./venv), else the active venv, else python3.
 here=$(cd "$(dirname "$0")" && pwd)
-py="${PYTHON:-python3}"
-if [ -z "$PYTHON" ] && [ -x "$here/venv/bin/python" ]; then py="$here/venv/bin/python"; fi
-if ! "$py" -c "import lunarseg" 2>/dev/null; then
+venv="${VENV:-$here/venv}"
+if [ -n "$PYTHON" ]; then py="$PYTHON"
+elif [ -x "$venv/bin/python" ]; then py="$venv/bin/python"
+elif [ -n "$VIRTUAL_ENV" ]; then py="$VIRTUAL_ENV/bin/python"
+else py=python3; fi
+if ! "$py" -c "import lunarseg" >/dev/null 2>&1; then
     echo "check.sh: lunarseg is not installed for $py; run install.sh first" >&2
     exit 2
 fi
@@ -213,13 +218,21 @@ def check_models(models: list[Path], engines: list[str]) -> None:
 
 
 def out_dir(out: str | Path) -> Path:
-    """--out: new or empty, inside a folder that exists (the bundle is built beside it and renamed)."""
+    """--out: new or empty; its parent folders are made (the bundle is built beside it and renamed)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: already exists and is not an empty folder; choose a new --out")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: {out.parent} is not an existing folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot make {out.parent} ({exc.strerror or exc})") from None
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def make_bundle(models: list[str], out: str | Path, platform: str, python: str = "3.11", engine: str = "auto",
@@ -243,6 +256,7 @@ def make_bundle(models: list[str], out: str | Path, platform: str, python: str =
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         manifest = _write_bundle(files, work, platform, python, engines, frame)
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp's 0700 would keep the board's service user out
         if out.exists():
             out.rmdir()  # empty, checked above
         work.rename(out)
@@ -255,7 +269,6 @@ def make_bundle(models: list[str], out: str | Path, platform: str, python: str =
 def _write_bundle(files: list[Path], out: Path, platform: str, python: str, engines: list[str],
                   frame: str | None) -> dict:
     """The bundle's contents in `out`; returns its manifest with the size in bytes."""
-    import os
     import time
 
     from lunarseg.runtime.bundle_check import MANIFEST

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from lunarseg.runtime import atomic
+from lunarseg.runtime import atomic, interrupts
 from lunarseg.runtime.errors import ConfigError
 
 
@@ -301,8 +301,12 @@ def _segment(d: DemoRun) -> None:
 
     frames = [str(p.image_path) for p in DatasetIndex.scan(d.data).split("test")[: d.cfg.sample_frames]]
     shutil.rmtree(segments, ignore_errors=True)  # the demo's own folder: a rerun starts it afresh
-    cli_main(["segment", d.choice["artifact"], *frames, "--out", str(segments), "--overlay",
-              "--backend", d.choice.get("engine", "auto")])
+    code = cli_main(["segment", d.choice["artifact"], *frames, "--out", str(segments), "--overlay",
+                     "--backend", d.choice.get("engine", "auto")])
+    if code in (interrupts.EXIT_INTERRUPTED, interrupts.EXIT_TERMINATED):  # the stop reached segment: pass it on
+        raise interrupts.Terminated() if code == interrupts.EXIT_TERMINATED else KeyboardInterrupt()
+    if code not in (0, 3):  # 3: a sample frame failed, said on stderr; anything else is the stage failing
+        raise ConfigError(f"segmenting the sample frames failed (lunarseg segment exited {code})")
 
 
 @dataclass(frozen=True)
@@ -338,7 +342,7 @@ def _same_options(out: Path, cfg: DemoConfig) -> None:
     now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as read back
     if path.exists():
         before = _read_json(path)
-        differs = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        differs = sorted(k for k in set(now) & set(before) if now[k] != before[k])  # options both versions know
         if differs:
             shown = ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in differs[:4])
             raise ConfigError(f"{out} holds a demo made with other options ({shown}); rerun it with its own options "

@@ -81,7 +81,7 @@ def _synth(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not an empty folder: a dataset written over another "
-                          "would mix the two; choose a new --out")
+                          "would mix the two; choose a new --out (after an interrupted synth, remove the folder)")
     from lunarseg.data.synth import write_dataset
 
     summary = write_dataset(args.out, args.count, size=size, seed=args.seed, workers=args.workers)

@@ -15,12 +15,18 @@ def dropped_lines(prefixes: tuple[str, ...]) -> Iterator[None]:
     """Capture fd 2 during the block; afterwards write back every line that starts with none of
     `prefixes` (what Python itself wrote meanwhile included, in its order)."""
     try:
+        capture = tempfile.TemporaryFile()
+    except OSError:  # no writable temp folder (a read-only board): the chatter stays
+        yield
+        return
+    try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no usable fd 2 (a closed or replaced stderr): nothing to filter
+        capture.close()
         yield
         return
-    with tempfile.TemporaryFile() as capture:
+    with capture:
         os.dup2(capture.fileno(), 2)
         try:
             yield

@@ -9,6 +9,7 @@ records appended by an earlier run keep pointing at their own masks.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -70,8 +71,13 @@ class JsonlWriter:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict) -> None:
+        """One record; a short write (a disk filling mid-record) is undone and raised as a full disk."""
         data = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
-        os.write(self.fd, data)
+        end = os.lseek(self.fd, 0, os.SEEK_END)
+        written = os.write(self.fd, data)
+        if written != len(data):
+            os.ftruncate(self.fd, end)
+            raise OSError(errno.ENOSPC, f"No space left on device ({written} of {len(data)} bytes written)")
 
     def close(self) -> None:
         os.close(self.fd)

@@ -8,6 +8,7 @@ from lunarseg.budget import MIN_TRAIN_EPOCHS, StageCosts, VariantWork, plan_demo
 from lunarseg.cli import main
 from lunarseg.demo import BUDGET, demo_variants
 from lunarseg.runtime.errors import ConfigError
+from lunarseg.runtime.interrupts import Terminated
 
 VARIANTS = [VariantWork("pruned50", 4), VariantWork("slim50", 16, cost=0.5), VariantWork("pruned50-c8", 4, cluster_epochs=2)]
 
@@ -100,6 +101,19 @@ def test_a_demo_rerun_with_other_options_is_refused_naming_them(tmp_path, capsys
     _same_options(out, PROFILES["quick"])  # the same options: the demo continues
     with pytest.raises(ConfigError, match=r"holds a demo made with other options \(epochs 2 -> 3, frames 24 -> 30\)"):
         _same_options(out, replace(PROFILES["quick"], frames=30, epochs=3))
+
+
+@pytest.mark.parametrize("code, stop", [(143, Terminated), (130, KeyboardInterrupt), (4, ConfigError)])
+def test_a_stop_or_failure_inside_the_demos_segment_stage_ends_the_demo(tmp_path, monkeypatch, code, stop):
+    import lunarseg.cli
+    from data_fixtures import make_tree
+    from lunarseg import demo
+
+    d = demo.DemoRun(tmp_path, demo.QUICK, 1, demo.StageClock(), choice={"artifact": "m.tflite"})
+    make_tree(d.data, numbers=range(1, 21))
+    monkeypatch.setattr(lunarseg.cli, "main", lambda argv: code)
+    with pytest.raises(stop):
+        demo._segment(d)
 
 
 def test_after_training_the_whole_time_left_goes_to_the_variants():

@@ -101,6 +101,25 @@ def test_install_sh_installs_offline_into_a_venv_and_check_sh_uses_it(bundle, tm
     assert check.stdout.count("ok  ") == 2
 
 
+def test_the_bundle_folder_has_the_users_normal_permissions(bundle):
+    out, _ = bundle
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
+
+
+def test_check_sh_runs_the_venv_install_sh_made_wherever_VENV_put_it(bundle, tmp_path):
+    out, _ = bundle
+    fake = tmp_path / "elsewhere/bin/python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho \"ran $*\"\n")
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
+    done = subprocess.run(["sh", str(out / "check.sh")], capture_output=True, text=True, timeout=60,
+                          env={**env, "VENV": str(tmp_path / "elsewhere")})
+    assert done.returncode == 0 and done.stdout.strip() == f"ran -m lunarseg.runtime.bundle_check {out}"
+
+
 def test_check_sh_without_lunarseg_installed_says_so_with_exit_2(bundle, tmp_path):
     out, _ = bundle
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)

@@ -191,6 +191,20 @@ def test_bad_usage_or_model_exits_2_with_one_line(tmp_path, models, capsys, argv
     assert not (tmp_path / "out" / "f_mask.png").exists()
 
 
+def test_a_record_cut_short_by_a_full_disk_is_undone_and_raised(tmp_path, monkeypatch):
+    from lunarseg.runtime.segment_cli import JsonlWriter
+
+    jsonl = JsonlWriter(tmp_path / "r.jsonl")
+    jsonl.write({"input": "a.png", "ok": True})
+    whole = (tmp_path / "r.jsonl").read_bytes()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    with pytest.raises(OSError, match="No space left on device"):
+        jsonl.write({"input": "b.png", "ok": True})
+    jsonl.close()
+    assert (tmp_path / "r.jsonl").read_bytes() == whole  # no half record left behind
+
+
 def test_a_tflite_run_prints_only_its_own_lines_on_stderr(tmp_path, models):
     f = _png(tmp_path / "f.png")
     proc = subprocess.run([LUNARSEG, "segment", models["bin.tflite"], str(f), "--out", str(tmp_path / "o"),

@@ -45,11 +45,13 @@ def run(tmp_path):
     return run
 
 
-def _results(run, rows):
-    """results.json as bench writes it for RUN: each of the run's rows keeps its path inside the run."""
+def _results(run, rows, old=False):
+    """results.json as bench writes it for RUN: each of the run's rows keeps its path inside the run
+    (`old`: as bench wrote it before it recorded that, the paths alone)."""
     for r in rows:
         r.setdefault("run", str(run))
-        r.setdefault("run_path", str(Path(r["path"]).relative_to(run)))
+        if not old:
+            r.setdefault("run_path", str(Path(r["path"]).relative_to(run)))
     (run / "bench/results.json").write_text(json.dumps({"run": str(run), "threads": [1], "rows": rows}))
 
 
@@ -72,7 +74,8 @@ def test_select_chooses_among_every_input_size_and_records_the_chosen_size_and_e
 def test_rows_without_an_input_size_column_take_it_from_the_artifacts_metadata(run):
     small = _onnx(run / "export/onnx-fp32-192x128.onnx", 192, 128)
     native = _onnx(run / "export/onnx-fp32.onnx", 384, 256)
-    _results(run, [_row(native, "", 20.0, 0.0, with_size=False), _row(small, "", 5.0, 0.0, with_size=False)])
+    _results(run, [_row(native, "", 20.0, 0.0, with_size=False), _row(small, "", 5.0, 0.0, with_size=False)],
+             old=True)  # nor a run_path: the file is found by its path inside the run
     assert input_size_of({"path": small}) == "192x128"
     assert input_size_of({"path": str(run / "missing.onnx")}) == ""
     assert select(run, max_iou_drop=0.01)["input_size"] == "192x128"

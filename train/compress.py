@@ -96,7 +96,8 @@ class CompressConfig:
             raise ConfigError(f"learning rate must be a finite number > 0, got {self.learning_rate}")
         if not math.isfinite(self.distill):
             raise ConfigError(f"distillation weight must be a finite number >= 0, got {self.distill}")
-        for name, least in (("batch_size", 1), ("qat_epochs", 0), ("cluster_epochs", 0), ("max_frames", 0)):
+        for name, least in (("epochs", 0), ("batch_size", 1), ("qat_epochs", 0), ("cluster_epochs", 0),
+                            ("max_frames", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least {least}, got {getattr(self, name)}")
         if self.name and not VARIANT_NAME.fullmatch(self.name):
