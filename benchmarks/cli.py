@@ -60,11 +60,10 @@ def _check_numbers(args) -> None:
     """Refuse bench's counts and durations that would measure nothing or never stop, before measuring."""
     import math
 
-    from lunarseg.runtime.errors import ConfigError
+    from lunarseg.runtime.errors import ConfigError, require_at_least
 
-    for flag, value, least in (("--frames", args.frames, 1), ("--runs", args.runs, 1), ("--rounds", args.rounds, 1)):
-        if value < least:
-            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    for flag, value in (("--frames", args.frames), ("--runs", args.runs), ("--rounds", args.rounds)):
+        require_at_least(flag, value, 1)
     if not math.isfinite(args.min_seconds) or args.min_seconds < 0:
         raise ConfigError(f"--min-seconds must be a finite number >= 0, got {args.min_seconds}")
     if not math.isfinite(args.timeout_s) or args.timeout_s <= 0:

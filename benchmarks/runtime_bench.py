@@ -279,13 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gray", action="store_true", help="overhead table: gray frames instead of RGB")
     p.add_argument("--out", required=True, metavar="DIR")
     args = p.parse_args(argv)
-    from lunarseg.runtime.errors import ConfigError, LunarsegError
+    from lunarseg.runtime.errors import LunarsegError, require_at_least
 
     try:
         for flag, value, least in (("--frames", args.frames, 1), ("--soak", args.soak, 0),
                                    ("--cold-runs", args.cold_runs, 1), ("--threads", args.threads, 1)):
-            if value < least:
-                raise ConfigError(f"{flag} must be at least {least}, got {value}")
+            require_at_least(flag, value, least)
         if args.overhead_only or len(args.models) > 1 or args.all_engines:
             rows = overhead_table(args.models, args.frames, args.threads, args.all_engines, args.gray)
             atomic.write_json(Path(args.out) / "runtime_overhead.json", {"targets": TARGETS, "rows": rows})

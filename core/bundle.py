@@ -229,11 +229,6 @@ def out_dir(out: str | Path) -> Path:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
 
 def make_bundle(models: list[str], out: str | Path, platform: str, python: str = "3.11", engine: str = "auto",
                 frame: str | None = None) -> dict:
@@ -256,7 +251,7 @@ def make_bundle(models: list[str], out: str | Path, platform: str, python: str =
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         manifest = _write_bundle(files, work, platform, python, engines, frame)
-        os.chmod(work, 0o777 & ~_umask())  # mkdtemp's 0700 would keep the board's service user out
+        os.chmod(work, 0o777 & ~atomic.current_umask())  # mkdtemp's 0700 would keep the board's service user out
         if out.exists():
             out.rmdir()  # empty, checked above
         work.rename(out)

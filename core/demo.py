@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lunarseg.runtime import atomic, interrupts
-from lunarseg.runtime.errors import ConfigError
+from lunarseg.runtime.errors import ConfigError, require_at_least
 
 
 @dataclass
@@ -510,8 +510,7 @@ def _demo(args) -> int:
         cfg = replace(cfg, budget_min=args.budget_min)
     for flag, value, least in (("--frames", args.frames, MIN_FRAMES), ("--epochs", args.epochs, 1),
                                ("--workers", args.workers, 1)):
-        if value is not None and value < least:
-            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+        require_at_least(flag, value, least)
     if args.frames:
         cfg = replace(cfg, frames=args.frames)
     if args.epochs:

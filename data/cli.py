@@ -5,7 +5,7 @@ import argparse
 import re
 import sys
 
-from lunarseg.runtime.errors import ConfigError
+from lunarseg.runtime.errors import ConfigError, require_at_least
 
 MIN_SIDE = 16
 
@@ -60,11 +60,6 @@ def parse_size(text: str, flag: str = "--size", *, min_side: int = MIN_SIDE, squ
     return width, height
 
 
-def _at_least(name: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{name} must be at least {low}, got {value}")
-
-
 # Pixels a synthetic frame may have: above, the generator's float buffers would not fit in memory.
 MAX_SYNTH_PIXELS = 40_000_000
 
@@ -73,9 +68,9 @@ def _synth(args) -> int:
     from pathlib import Path
 
     size = parse_size(args.size)
-    _at_least("--count", args.count, 1)
-    _at_least("--workers", args.workers, 1)
-    _at_least("--seed", args.seed, 0)
+    require_at_least("--count", args.count, 1)
+    require_at_least("--workers", args.workers, 1)
+    require_at_least("--seed", args.seed, 0)
     if size[0] * size[1] > MAX_SYNTH_PIXELS:
         raise ConfigError(f"--size {args.size}: at most {MAX_SYNTH_PIXELS:,} pixels per frame")
     out = Path(args.out)
@@ -93,7 +88,7 @@ def _synth(args) -> int:
 
 
 def _check(args) -> int:
-    _at_least("--sample", args.sample, 0)
+    require_at_least("--sample", args.sample, 0)
     from lunarseg.data.check import check_dataset
 
     report = check_dataset(args.root, mask_kind=args.mask_kind, sample=args.sample)
@@ -106,7 +101,7 @@ def _check(args) -> int:
 def _preview(args) -> int:
     from pathlib import Path
 
-    _at_least("--count", args.count, 1)
+    require_at_least("--count", args.count, 1)
     if Path(args.out).is_dir():
         raise ConfigError(f"--out {args.out} is a folder; give the PNG file to write, e.g. {Path(args.out) / 'preview.png'}")
     from lunarseg.data.preview import write_preview

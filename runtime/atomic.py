@@ -29,7 +29,7 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file normal permissions
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
@@ -39,7 +39,8 @@ def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: os has no getter)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -39,6 +39,12 @@ class GateError(LunarsegError):
     exit_code = 1
 
 
+def require_at_least(flag: str, value, least) -> None:
+    """The one refusal of a command-line count below its least useful value."""
+    if value is not None and value < least:
+        raise ConfigError(f"{flag} must be at least {least}, got {value}")
+
+
 def unknown_key(kind: str, key: str, valid) -> ConfigError:
     """The error for a registry miss; it lists the valid keys."""
     return ConfigError(f"unknown {kind} {key!r}; valid: {', '.join(sorted(valid))}")
