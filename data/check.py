@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.data import layout
-from lunarseg.data.loader import FramePair, DatasetIndex
-from lunarseg.runtime.errors import LunarsegError
+from lunarseg.data.loader import DatasetIndex, FramePair, read_flagged_ids, unmatched_real
+from lunarseg.runtime.errors import DatasetError, LunarsegError
 from lunarseg.runtime.imageio import read_image
 from lunarseg.runtime.masks import CLASS_NAMES, decode_colour_mask
 from lunarseg.runtime.progress import track
@@ -41,11 +41,18 @@ def check_dataset(root: str | Path, mask_kind: str = "clean", sample: int = 0,
                   progress: bool = True) -> CheckReport:
     """Scan `root` without stopping at the first problem; decode every pair (or `sample` evenly spaced ones)."""
     root = Path(root)
-    index = DatasetIndex.scan(root, mask_kind=mask_kind, strict=False)
+    id_problems = []
+    try:  # a bad line in a bad-frame ID list is one problem among the others, not the end of the check
+        read_flagged_ids(root)
+    except DatasetError as exc:
+        id_problems.append(f"{exc} (the frames it lists are not excluded in this check)")
+    index = DatasetIndex.scan(root, mask_kind=mask_kind, strict=False, exclude_flagged=not id_problems)
     report = CheckReport(root, frames=len(index.frames), real=len(index.real), excluded=len(index.excluded))
+    report.problems += id_problems
     report.problems += [f"{p}: render has no mask in {layout.MASK_DIRS[index.mask_kind]}/"
                         for p in index.orphans.renders]
     report.problems += [f"{p}: mask has no render in {layout.RENDER_DIR}/" for p in index.orphans.masks]
+    report.problems += unmatched_real(root)
     pairs = _sample(index.frames, sample) + index.real
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = track(pool.map(_check_pair, pairs), total=len(pairs), desc="check", unit="pairs",

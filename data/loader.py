@@ -161,6 +161,19 @@ def real_pairs(root: Path) -> list[FramePair]:
     return pairs
 
 
+def unmatched_real(root: Path) -> list[str]:
+    """Real photos without their `g_` mask and masks without their photo (real_pairs leaves both out)."""
+    folder = root / layout.REAL_DIR
+    if not folder.is_dir():
+        return []
+    names = {p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in layout.IMAGE_SUFFIXES}
+    prefix = layout.REAL_MASK_PREFIX
+    photos = {n for n in names if not n.startswith(prefix)}
+    masks = {n[len(prefix):] for n in names if n.startswith(prefix)}
+    return ([f"{folder / n}: real photo has no mask {prefix}{n}" for n in sorted(photos - masks)]
+            + [f"{folder / (prefix + n)}: mask has no real photo {n}" for n in sorted(masks - photos)])
+
+
 def load_pair(pair: FramePair, task: str = "binary") -> tuple[np.ndarray, np.ndarray]:
     """Decoded frame (uint8 H×W×3 or H×W) and its class map (uint8 H×W) for `task`."""
     class_names(task)

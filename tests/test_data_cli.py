@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_fixtures import make_tree, png16_gray, png_bytes, png_header_only, write_file
+from data_fixtures import make_real_photos, make_tree, png16_gray, png_bytes, png_header_only, write_file
 from lunarseg.cli import main
 
 
@@ -103,6 +103,20 @@ def test_check_lists_every_problem_one_line_each(tmp_path, capsys):
     for name, problem in expected.items():
         assert any(name in line and problem in line for line in problems), (name, problems)
     assert "6 problem(s)" in summary
+
+
+def test_check_lists_unmatched_real_photos_and_a_bad_id_line_among_the_problems(tmp_path, capsys):
+    make_tree(tmp_path, numbers=range(1, 6))
+    make_real_photos(tmp_path, names=("PCAM1", "TCAM2", "LONE"))
+    (tmp_path / "real_moon_images/g_LONE.png").unlink()  # a photo without its mask
+    (tmp_path / "real_moon_images/g_GHOST.png").write_bytes((tmp_path / "real_moon_images/g_PCAM1.png").read_bytes())
+    (tmp_path / "shadow_IDs.txt").write_text("3\nrender0004\n")
+    code, out, _ = _run(capsys, "data", "check", str(tmp_path))
+    problems = out.strip().splitlines()[:-1]
+    assert code == 1 and len(problems) == 3, problems
+    assert any("LONE.png: real photo has no mask g_LONE.png" in p for p in problems)
+    assert any("g_GHOST.png: mask has no real photo GHOST.png" in p for p in problems)
+    assert any("shadow_IDs.txt: line 2: 'render0004' is not a frame ID" in p for p in problems)
 
 
 def test_check_missing_root_is_a_one_line_error(tmp_path, capsys):

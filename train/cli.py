@@ -14,6 +14,15 @@ def register(sub) -> None:
     _register_compress(sub)
 
 
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help, except where there is none (required options, None)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _register_train(sub) -> None:
     """`lunarseg train`: the model's shape and the training recipe (TrainConfig's fields)."""
     from lunarseg.data.loader import COLOUR_MODES
@@ -21,14 +30,14 @@ def _register_train(sub) -> None:
     from lunarseg.train.config import ARCHITECTURES, LOSSES, LR_SCHEDULES, STRATEGIES, THRESHOLD_RULES
 
     p = sub.add_parser("train", help="train the U-Net on a dataset root (synthetic or the Kaggle layout)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsShown)
     p.add_argument("--data", required=True, help="dataset root (images/render + images/clean)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (the most, with early stopping)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames (or crops) per optimizer step")
     p.add_argument("--size", default="128", help="model input WIDTHxHEIGHT or one number for square")
-    p.add_argument("--filters", type=int, default=16)
-    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--filters", type=int, default=16, help="channels of the first level (doubling per level)")
+    p.add_argument("--depth", type=int, default=4, help="down-sampling levels of the U-Net")
     p.add_argument("--task", default="binary", help=" | ".join(CLASS_NAMES))
     p.add_argument("--loss", default="bce-dice", choices=LOSSES, help="pixel loss (+ region term)")
     p.add_argument("--arch", default="unet", choices=ARCHITECTURES,
