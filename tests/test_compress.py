@@ -125,6 +125,15 @@ def test_bad_compress_options_are_refused_with_a_reason(bad, message):
         CompressConfig(**bad).validate()
 
 
+def test_report_refuses_options_that_would_make_a_variant(tmp_path, capsys):
+    from lunarseg.cli import main
+
+    assert main(["compress", str(tmp_path), "--report", "--sparsity", "0.7", "--no-reuse"]) == 2
+    assert capsys.readouterr().err.strip() == ("lunarseg compress: error: --report only prints the table; it makes no "
+                                               "variant, so --sparsity, --no-reuse would be ignored: drop them, or "
+                                               "drop --report")
+
+
 def test_run_directory_without_a_model_is_refused(tmp_path):
     with pytest.raises(ModelFileError, match="no lunarseg model here"):
         compress(tmp_path, CompressConfig(), train_arrays=TR, val_arrays=VA)

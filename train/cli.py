@@ -121,8 +121,11 @@ def _register_compress(sub) -> None:
     c.add_argument("--no-reuse", dest="reuse", action="store_false", help="run every phase of a variant even when a "
                    "finished variant of the same run and data ran its first phases with the same settings (by default "
                    "pruned50-c8 and pruned50-pqat start from a finished pruned50, also with --force)")
-    c.add_argument("--report", action="store_true", help="only print the table of existing variants")
-    c.set_defaults(func=_compress)
+    c.add_argument("--report", action="store_true", help="only print the table of existing variants (refused "
+                   "with options that make a variant)")
+    # Each option's flag and default, so --report can name the ones given with it (argparse keeps no record).
+    c.set_defaults(func=_compress, option_defaults={a.dest: (a.option_strings[0], a.default) for a in c._actions
+                                                    if a.option_strings and a.dest not in ("help", "report")})
 
 
 def _register_import(sub) -> None:
@@ -258,7 +261,14 @@ def _compress(args) -> int:
     """Make the variants asked for (unless --report), then print the table of every variant."""
     from lunarseg.train.compress import format_report, report_rows, skipped_variants
 
-    if not args.report:
+    if args.report:
+        ignored = [flag for dest, (flag, default) in args.option_defaults.items() if getattr(args, dest) != default]
+        if ignored:
+            from lunarseg.runtime.errors import ConfigError
+
+            raise ConfigError(f"--report only prints the table; it makes no variant, so {', '.join(ignored)} "
+                              "would be ignored: drop them, or drop --report")
+    else:
         _make_variants(args)
     print(format_report(report_rows(args.run)))
     for line in skipped_variants(args.run):
