@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.runtime import atomic
-from lunarseg.runtime.errors import ConfigError
+from lunarseg.runtime.errors import ConfigError, require_folder_or_absent
 from lunarseg.benchmarks.boards import board_estimates, estimates_markdown
 from lunarseg.benchmarks.inputs import BASELINE, NO_TENSORFLOW_NOTE, collect, tensorflow_installed
 from lunarseg.benchmarks.limits import Limits, row_name
@@ -175,8 +175,7 @@ def _out_dir(out, runs: list[Path]) -> Path:
     if not out and not runs:
         raise ConfigError("pass --out DIR: no run directory among the inputs to write bench/ into")
     path = Path(out) if out else runs[0] / "bench"
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path} exists and is not a directory")
+    require_folder_or_absent(path)
     return path
 
 

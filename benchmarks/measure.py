@@ -81,8 +81,7 @@ def model_identity(model: Path, meta) -> dict:
     from lunarseg.train.checkpoint import file_sha256, model_file
 
     own = file_sha256(model_file(model) if model.is_dir() else model)
-    compress = meta.extra.get("compress")
-    return {"model_hash": own, "trained_hash": (compress.get("parent_hash") if isinstance(compress, dict) else None) or own}
+    return {"model_hash": own, "trained_hash": meta.replace(parent_hash=own).trained_hash}  # a variant's parent, else itself
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from lunarseg.runtime import atomic
-from lunarseg.runtime.errors import ConfigError, GateError
+from lunarseg.runtime.errors import ConfigError, GateError, unknown_key
 
 OBJECTIVES = {"latency": ("p50_ms", "ms"), "size": ("gzip_bytes", "gzip bytes")}
 
@@ -142,7 +142,7 @@ def select(run: str | Path, *, max_iou_drop: float, objective: str = "latency",
 
     unknown = [e for e in engines or () if e not in BACKENDS]
     if unknown:
-        raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(sorted(BACKENDS))} or 'board'")
+        raise unknown_key("engine", unknown[0], (*BACKENDS, "board"))
     results_path = run / "bench" / "results.json"
     if not results_path.exists():
         raise ConfigError(f"{results_path} not found; run `lunarseg bench {run}` first")

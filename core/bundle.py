@@ -4,7 +4,6 @@ install.sh, a sample frame with the masks this machine's runtime gave, check.sh 
 on the board, and a README. Rovers and field boards have no internet; the bundle needs none there."""
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -69,6 +68,11 @@ def engines_for(models: list[Path], engine: str) -> list[str]:
         raise ConfigError(f"--engine {engine} cannot run {', '.join(stranded)} (it runs {ENGINES[engine][1]} files); "
                           "drop them or use --engine auto")
     return [engine]
+
+
+def runtime_engine(model: Path, engines: list[str]) -> str:
+    """The runtime backend name (onnxruntime, litert) that runs `model` among the bundle's engines."""
+    return next(ENGINES[e][2] for e in engines if ENGINES[e][1] == model.suffix)
 
 
 def source_tree() -> Path:
@@ -197,7 +201,7 @@ def expected_masks(models: list[Path], frame: Path, out: Path, engines: list[str
 
     entries = []
     for model, name in zip(models, bundle_names(models)):
-        engine = next(ENGINES[e][2] for e in engines if ENGINES[e][1] == model.suffix)
+        engine = runtime_engine(model, engines)
         dest = out / "models" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model, dest)
@@ -214,7 +218,7 @@ def check_models(models: list[Path], engines: list[str]) -> None:
     from lunarseg.runtime.backends import open_backend
 
     for model in models:
-        open_backend(model, threads=1, backend=next(ENGINES[e][2] for e in engines if ENGINES[e][1] == model.suffix))
+        open_backend(model, threads=1, backend=runtime_engine(model, engines))
 
 
 def out_dir(out: str | Path) -> Path:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lunarseg.runtime import atomic, interrupts
-from lunarseg.runtime.errors import ConfigError, require_at_least
+from lunarseg.runtime.errors import ConfigError, require_at_least, require_folder_or_absent
 
 
 @dataclass
@@ -516,7 +516,6 @@ def _demo(args) -> int:
     if args.epochs:
         cfg = replace(cfg, epochs=args.epochs)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
+    require_folder_or_absent(out)
     run_demo(out, cfg, workers=args.workers)
     return 0

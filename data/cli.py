@@ -60,10 +60,6 @@ def parse_size(text: str, flag: str = "--size", *, min_side: int = MIN_SIDE, squ
     return width, height
 
 
-# Pixels a synthetic frame may have: above, the generator's float buffers would not fit in memory.
-MAX_SYNTH_PIXELS = 40_000_000
-
-
 def _synth(args) -> int:
     from pathlib import Path
 
@@ -71,8 +67,10 @@ def _synth(args) -> int:
     require_at_least("--count", args.count, 1)
     require_at_least("--workers", args.workers, 1)
     require_at_least("--seed", args.seed, 0)
-    if size[0] * size[1] > MAX_SYNTH_PIXELS:
-        raise ConfigError(f"--size {args.size}: at most {MAX_SYNTH_PIXELS:,} pixels per frame")
+    from lunarseg.runtime.imageio import DEFAULT_MAX_PIXELS  # a bigger frame no loader would read back
+
+    if size[0] * size[1] > DEFAULT_MAX_PIXELS:
+        raise ConfigError(f"--size {args.size}: at most {DEFAULT_MAX_PIXELS:,} pixels per frame")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} already exists and is not an empty folder: a dataset written over another "

@@ -45,6 +45,14 @@ def require_at_least(flag: str, value, least) -> None:
         raise ConfigError(f"{flag} must be at least {least}, got {value}")
 
 
+def require_folder_or_absent(path, flag: str = "--out") -> None:
+    """The one refusal of an output folder that is a file (it would fail later, deep in a write)."""
+    import os
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} exists and is not a directory")
+
+
 def unknown_key(kind: str, key: str, valid) -> ConfigError:
     """The error for a registry miss; it lists the valid keys."""
     return ConfigError(f"unknown {kind} {key!r}; valid: {', '.join(sorted(valid))}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lunarseg.runtime import atomic, imageio, interrupts
-from lunarseg.runtime.errors import ConfigError, LunarsegError, OutputError
+from lunarseg.runtime.errors import ConfigError, LunarsegError, OutputError, require_folder_or_absent
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pgm", ".ppm", ".pnm", ".gif")
 
@@ -137,8 +137,7 @@ def run_segment(args, stdin=None) -> int:
     if max_pixels < 1:
         raise ConfigError(f"--max-pixels must be positive, got {max_pixels}")
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a directory")
+    require_folder_or_absent(out_dir)
 
     seg = Segmenter.from_file(args.model, threads=args.threads, backend=args.backend)
     meta = seg.meta

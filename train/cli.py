@@ -211,16 +211,13 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from pathlib import Path
-
-    from lunarseg.runtime.errors import ConfigError
+    from lunarseg.runtime.errors import require_at_least, require_folder_or_absent
     from lunarseg.runtime.objects import describe_objects
     from lunarseg.train.evaluate import describe_operating_points, describe_recall_by_size, evaluate
 
-    if args.max_frames < 0:
-        raise ConfigError(f"--max-frames must be at least 0 (0 = all), got {args.max_frames}")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out} exists and is not a directory")
+    require_at_least("--max-frames", args.max_frames, 0)
+    if args.out:
+        require_folder_or_absent(args.out)
     report = evaluate(args.model, args.data, split=args.split, out_dir=args.out, max_frames=args.max_frames)
     keys = ("iou", "dice", "precision", "recall", "miou")
     print(" ".join(f"{k}={report[k]:.4f}" for k in keys if k in report) + f" frames={report['frames']}")

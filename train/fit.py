@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from lunarseg.runtime import atomic
-from lunarseg.runtime.errors import ConfigError, LunarsegError
+from lunarseg.runtime.errors import ConfigError, LunarsegError, require_folder_or_absent
 from lunarseg.runtime.masks import class_names
 from lunarseg.runtime.metadata import ModelMeta
 from lunarseg.train import checkpoint, forward, losses, schedules
@@ -186,8 +186,7 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int, schedul
 
 
 def _check_writable(root: Path) -> None:
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--out {root} exists and is not a directory")
+    require_folder_or_absent(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / ".write_probe"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lunarseg.runtime import preprocess
-from lunarseg.runtime.errors import ConfigError, ModelFileError, one_line, unknown_key
+from lunarseg.runtime.errors import ConfigError, ModelFileError, one_line, require_folder_or_absent, unknown_key
 from lunarseg.runtime.masks import CLASS_NAMES, rock_mask
 from lunarseg.runtime.metadata import ModelMeta
 
@@ -306,8 +306,7 @@ def import_model(src: str | Path, out: str | Path, opts: ImportOptions) -> dict:
 
     src, out = Path(src), Path(out)
     target = out / checkpoint.MODEL_FILES[0]
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
+    require_folder_or_absent(out)
     if any((out / name).exists() for name in (*checkpoint.MODEL_FILES, "meta.json")):
         raise ConfigError(f"{out} already holds a model; choose another --out")
     model, source = load_foreign(src)
